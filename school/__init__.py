@@ -1,0 +1,71 @@
+"""The school notification app: ``create_app`` builds it, nothing else happens on import."""
+from flask import Flask
+
+from . import config as config_module
+from . import database, queue
+from .extensions import cache, csrf, db, login_manager, mail, migrate
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    app = Flask(__name__, template_folder="../templates", static_folder="../static", instance_relative_config=False)
+    app.config.from_mapping(config_module.load())
+    if test_config:
+        app.config.from_mapping(test_config)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    register_template_helpers(app)
+    queue.configure(app.config)
+    queue.bind_app(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    from pathlib import Path
+
+    Path(app.config["DATA_DIR"]).mkdir(parents=True, exist_ok=True)
+    db.init_app(app)
+    database.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"),
+                     render_as_batch=True)
+    cache.init_app(app)
+    mail.init_app(app)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    from . import models  # noqa: F401  (the whole schema, for migrations)
+    from .auth import login as auth_login
+
+    auth_login.init_app(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    from .admin.views import bp as admin_bp
+    from .api.views import bp as api_bp
+    from .auth.views import bp as auth_bp
+    from .dev.views import bp as dev_bp
+    from .events.views import bp as events_bp
+    from .health.views import bp as health_bp
+    from .notify.views import bp as jobs_bp
+
+    for blueprint in (auth_bp, events_bp, jobs_bp, admin_bp, api_bp, health_bp, dev_bp):
+        app.register_blueprint(blueprint)
+    csrf.exempt(api_bp)  # the JSON API takes bearer tokens only, never the session cookie
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from .errors import init_app as init_errors
+
+    init_errors(app)
+
+
+def register_commands(app: Flask) -> None:
+    from .cli import init_app as init_cli
+
+    init_cli(app)
+
+
+def register_template_helpers(app: Flask) -> None:
+    from .templating import init_app as init_templating
+
+    init_templating(app)

@@ -1,0 +1,123 @@
+"""The one place that reads the environment.
+
+With nothing set the app runs embedded: SQLite for the data and for the Huey queue, both under
+``DATA_DIR``, and a file cache that every process on the machine shares. ``DATABASE_URL`` and
+``REDIS_URL`` move it onto PostgreSQL and Redis.
+"""
+import os
+from pathlib import Path
+
+from limits import parse as parse_limit
+
+PRODUCTION_REQUIRED = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL")
+
+
+class ConfigError(RuntimeError):
+    """The environment cannot run the app; the message says what to set."""
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(env, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+
+
+def _float(env, name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+
+
+def _rate_limit(raw: str) -> str:
+    raw = raw.strip()
+    if raw in ("", "0"):
+        return "0"
+    try:
+        parse_limit(raw)
+    except ValueError:
+        raise ConfigError(
+            f"MAIL_RATE_LIMIT must look like '20/second' or '600/minute' (0 = unlimited), not {raw!r}"
+        ) from None
+    return raw
+
+
+def load(env=None) -> dict:
+    """Build the app's settings from ``env`` (``os.environ`` by default)."""
+    env = os.environ if env is None else env
+    app_env = env.get("APP_ENV", "development").strip().lower() or "development"
+    production = app_env == "production"
+    if production:
+        missing = [name for name in PRODUCTION_REQUIRED if not env.get(name)]
+        if missing:
+            raise ConfigError(
+                "APP_ENV=production needs " + ", ".join(missing) + " to be set "
+                "(missing: " + ", ".join(missing) + ")"
+            )
+
+    data_dir = Path(env.get("DATA_DIR") or "instance").resolve()
+    redis_url = env.get("REDIS_URL") or None
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'school.db'}"
+    if database_url.startswith("postgres://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgres://"):]
+    elif database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
+
+    batch_size = _int(env, "NOTIFY_BATCH_SIZE", 100)
+    if batch_size < 1:
+        raise ConfigError("NOTIFY_BATCH_SIZE must be at least 1")
+
+    config = {
+        "APP_ENV": app_env,
+        "DATA_DIR": str(data_dir),
+        "SECRET_KEY": env.get("SECRET_KEY") or "dev-only-not-secret",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REDIS_URL": redis_url,
+        "HUEY_NAME": env.get("HUEY_NAME", "school"),
+        "HUEY_SQLITE_PATH": str(data_dir / "queue.db"),
+        "MAIL_SERVER": env.get("MAIL_SERVER", "127.0.0.1"),
+        "MAIL_PORT": _int(env, "MAIL_PORT", 8025),
+        "MAIL_USE_TLS": _bool(env.get("MAIL_USE_TLS")),
+        "MAIL_USE_SSL": _bool(env.get("MAIL_USE_SSL")),
+        "MAIL_USERNAME": env.get("MAIL_USERNAME") or None,
+        "MAIL_PASSWORD": env.get("MAIL_PASSWORD") or None,
+        "MAIL_DEFAULT_SENDER": env.get("MAIL_DEFAULT_SENDER", "School <notices@school.example.org>"),
+        "MAIL_TIMEOUT": _float(env, "MAIL_TIMEOUT", 30.0),
+        "MAIL_RATE_LIMIT": _rate_limit(env.get("MAIL_RATE_LIMIT", "0")),
+        "NOTIFY_BATCH_SIZE": batch_size,
+        "NOTIFY_RETRIES": _int(env, "NOTIFY_RETRIES", 3),
+        "NOTIFY_RETRY_DELAY": _float(env, "NOTIFY_RETRY_DELAY", 5.0),
+        "NOTIFY_RETRY_BACKOFF": _float(env, "NOTIFY_RETRY_BACKOFF", 5.0),
+        "NOTIFY_LEASE_SECONDS": _float(env, "NOTIFY_LEASE_SECONDS", 60.0),
+        "NOTIFY_SWEEP_INTERVAL": _float(env, "NOTIFY_SWEEP_INTERVAL", 15.0),
+        "PUBLIC_URL": (env.get("PUBLIC_URL") or "http://127.0.0.1:5000").rstrip("/"),
+        "RETENTION_DAYS": _int(env, "RETENTION_DAYS", 7),
+        "EVENTS_PER_PAGE": 20,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "MAX_CONTENT_LENGTH": 256 * 1024,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": production,
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SECURE": production,
+        "WTF_CSRF_TIME_LIMIT": None,
+    }
+    if redis_url:
+        config.update(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=redis_url, CACHE_KEY_PREFIX="school:cache:")
+    else:
+        config.update(CACHE_TYPE="FileSystemCache", CACHE_DIR=str(data_dir / "cache"), CACHE_THRESHOLD=2000)
+    config["CACHE_DEFAULT_TIMEOUT"] = 300
+    return config

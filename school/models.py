@@ -1,0 +1,10 @@
+"""Every model, imported in one place so migrations and the shell see the whole schema."""
+from .auth.models import ApiToken, User
+from .events.models import Event
+from .notify.models import Notification, NotificationBatch, NotificationJob
+from .roster.models import Guardian, SchoolClass, Student, Teacher, class_teachers, student_guardians
+
+__all__ = [
+    "ApiToken", "User", "Event", "Notification", "NotificationBatch", "NotificationJob",
+    "Guardian", "SchoolClass", "Student", "Teacher", "class_teachers", "student_guardians",
+]

@@ -1,0 +1,95 @@
+"""The truth about every notification job: its batches and one row per recipient.
+
+Redis (or the SQLite queue) only carries work; whatever it loses is found again from these rows.
+Counters are kept per batch, written in the same transaction as the rows they count and by the one
+worker that holds the batch's lease, so a job's progress is a sum over its batches, never a count
+of its recipients.
+"""
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..events.models import Event
+from ..extensions import db
+from ..timeutil import utcnow
+
+JOB_STATUSES = ("queued", "running", "paused", "done", "failed", "canceled")
+JOB_ENDED = ("done", "failed", "canceled")
+RECIPIENT_STATUSES = ("pending", "sending", "sent", "failed", "canceled")
+
+
+class NotificationJob(db.Model):
+    __tablename__ = "notification_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), unique=True)
+    status: Mapped[str] = mapped_column(String(10), default="queued", index=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    fanout_done: Mapped[bool] = mapped_column(default=False)
+    fanout_owner: Mapped[str | None] = mapped_column(String(100))
+    fanout_lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Outbox: NULL until the fan-out task is handed to the queue.
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    # Summary kept after the per-recipient rows are purged.
+    final_sent: Mapped[int | None] = mapped_column(Integer)
+    final_failed: Mapped[int | None] = mapped_column(Integer)
+    final_canceled: Mapped[int | None] = mapped_column(Integer)
+
+    event: Mapped[Event] = relationship(back_populates="job")
+    batches: Mapped[list["NotificationBatch"]] = relationship(back_populates="job", cascade="all, delete-orphan")
+
+
+class NotificationBatch(db.Model):
+    __tablename__ = "notification_batches"
+    __table_args__ = (
+        UniqueConstraint("job_id", "seq"),
+        Index("ix_notification_batches_status_lease", "status", "lease_until"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("notification_jobs.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    # queued -> sending (leased) -> done; back to queued to retry
+    status: Mapped[str] = mapped_column(String(10), default="queued")
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    canceled: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    job: Mapped[NotificationJob] = relationship(back_populates="batches")
+
+
+class Notification(db.Model):
+    """One recipient of one job: a distinct email address and the people it stands for."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("job_id", "email"),
+        Index("ix_notifications_batch_status", "batch_id", "status"),
+        Index("ix_notifications_job_status", "job_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("notification_jobs.id", ondelete="CASCADE"))
+    batch_id: Mapped[int] = mapped_column(ForeignKey("notification_batches.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(254))
+    name: Mapped[str] = mapped_column(String(200))
+    roles: Mapped[str] = mapped_column(String(40))
+    children: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

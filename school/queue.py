@@ -1,0 +1,73 @@
+"""The one Huey instance, built from the same settings as the app.
+
+With ``REDIS_URL`` the queue lives on Redis (with priorities); without it, in a SQLite file
+under ``DATA_DIR``. Tasks run inside the app that ``bind_app`` registered: the consumer's
+``tasks.py`` builds one with ``create_app``.
+"""
+import threading
+from contextlib import contextmanager
+
+from huey import Huey
+from huey.storage import PriorityRedisStorage, SqliteStorage
+
+from . import config as config_module
+
+URGENT = 100
+NORMAL = 0
+
+_app = None
+_app_lock = threading.RLock()
+
+
+def _storage_for(settings: dict):
+    """Storage class and its arguments for these settings."""
+    if settings.get("REDIS_URL"):
+        return PriorityRedisStorage, {"url": settings["REDIS_URL"]}
+    from pathlib import Path
+
+    Path(settings["HUEY_SQLITE_PATH"]).parent.mkdir(parents=True, exist_ok=True)
+    return SqliteStorage, {"filename": settings["HUEY_SQLITE_PATH"], "timeout": 30}
+
+
+def _build(settings: dict) -> Huey:
+    storage_class, kwargs = _storage_for(settings)
+    return Huey(settings["HUEY_NAME"], results=False, utc=True, storage_class=storage_class, **kwargs)
+
+
+def configure(settings: dict) -> None:
+    """Point the shared instance at the queue these settings name."""
+    storage_class, kwargs = _storage_for(settings)
+    huey.name = settings["HUEY_NAME"]
+    huey.storage_class = storage_class
+    huey.storage_kwargs = kwargs
+    huey.storage = huey.create_storage()
+
+
+def bind_app(app) -> None:
+    global _app
+    with _app_lock:
+        _app = app
+
+
+def get_app():
+    """The app tasks run in; built on first use in a process that has none."""
+    global _app
+    with _app_lock:
+        if _app is None:
+            from . import create_app
+
+            _app = create_app()
+        return _app
+
+
+@contextmanager
+def app_context():
+    with get_app().app_context():
+        yield
+
+
+def priority_for(urgent: bool) -> int:
+    return URGENT if urgent else NORMAL
+
+
+huey = _build(config_module.load())
