@@ -1,0 +1,177 @@
+"""Who an event reaches: roles within a scope, resolved into distinct email addresses.
+
+A scope is the whole school (no grades and no classes) or the union of some grades and some
+classes. Students count themselves, guardians count through their children in scope, teachers
+through the classes in scope they teach. People without an email are counted as skipped.
+"""
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from sqlalchemy import distinct, func, literal, null, or_, select, true, union_all
+
+from ..extensions import db
+from .models import Guardian, SchoolClass, Student, Teacher, class_teachers, student_guardians
+
+ROLES = ("guardians", "students", "teachers")
+
+
+class AudienceError(ValueError):
+    """The audience names something the school does not have; ``fields`` says what."""
+
+    def __init__(self, fields: dict[str, str]):
+        super().__init__("; ".join(fields.values()))
+        self.fields = fields
+
+
+@dataclass(frozen=True)
+class Audience:
+    roles: tuple[str, ...]
+    grades: tuple[int, ...] = ()
+    classes: tuple[str, ...] = ()
+
+    @property
+    def whole_school(self) -> bool:
+        return not self.grades and not self.classes
+
+    def to_dict(self) -> dict:
+        return {"roles": list(self.roles), "grades": list(self.grades), "classes": list(self.classes)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Audience":
+        return cls(tuple(data.get("roles", ())), tuple(data.get("grades", ())), tuple(data.get("classes", ())))
+
+    def describe(self) -> str:
+        who = ", ".join(self.roles) or "nobody"
+        if self.whole_school:
+            return f"{who} of the whole school"
+        parts = [f"grade {g}" for g in self.grades] + [f"class {c}" for c in self.classes]
+        return f"{who} of " + ", ".join(parts)
+
+
+def validate(roles, grades, classes) -> Audience:
+    """Check an audience against the roster; raise ``AudienceError`` naming each bad field."""
+    errors: dict[str, str] = {}
+    roles = list(dict.fromkeys(roles or []))
+    unknown_roles = [r for r in roles if r not in ROLES]
+    if unknown_roles:
+        errors["roles"] = "Unknown role: " + ", ".join(map(str, unknown_roles)) + " (choose from " + ", ".join(ROLES) + ")"
+    elif not roles:
+        errors["roles"] = "Choose at least one of guardians, students or teachers."
+    grades = sorted(set(grades or []))
+    known_grades = set(db.session.scalars(select(SchoolClass.grade).distinct()))
+    missing_grades = [g for g in grades if g not in known_grades]
+    if missing_grades:
+        errors["grades"] = "Unknown grade: " + ", ".join(map(str, missing_grades))
+    classes = sorted(set(classes or []))
+    known_classes = set(db.session.scalars(select(SchoolClass.name).where(SchoolClass.name.in_(classes)))) if classes else set()
+    missing_classes = [c for c in classes if c not in known_classes]
+    if missing_classes:
+        errors["classes"] = "Unknown class: " + ", ".join(missing_classes)
+    if errors:
+        raise AudienceError(errors)
+    return Audience(tuple(r for r in ROLES if r in roles), tuple(grades), tuple(classes))
+
+
+def _class_ids(audience: Audience):
+    return select(SchoolClass.id).where(
+        or_(SchoolClass.grade.in_(audience.grades), SchoolClass.name.in_(audience.classes))
+    )
+
+
+def _students_in_scope(audience: Audience):
+    if audience.whole_school:
+        return true()
+    return or_(Student.grade.in_(audience.grades), Student.class_id.in_(_class_ids(audience)))
+
+
+def _teachers_in_scope(audience: Audience):
+    if audience.whole_school:
+        return true()
+    return Teacher.id.in_(select(class_teachers.c.teacher_id).where(class_teachers.c.class_id.in_(_class_ids(audience))))
+
+
+def _people(audience: Audience, role: str):
+    """(email, name, role, child) rows for one role, one row per person-and-child."""
+    if role == "students":
+        return select(Student.email.label("email"), Student.name.label("name"), literal("student").label("role"),
+                      Student.name.label("child"), Student.id.label("pid")).where(
+            _students_in_scope(audience))
+    if role == "guardians":
+        return (
+            select(Guardian.email.label("email"), Guardian.name.label("name"), literal("guardian").label("role"),
+                   Student.name.label("child"), Guardian.id.label("pid"))
+            .join(student_guardians, student_guardians.c.guardian_id == Guardian.id)
+            .join(Student, Student.id == student_guardians.c.student_id)
+            .where(_students_in_scope(audience))
+        )
+    return select(Teacher.email.label("email"), Teacher.name.label("name"), literal("teacher").label("role"),
+                  null().label("child"), Teacher.id.label("pid")).where(
+        _teachers_in_scope(audience))
+
+
+@dataclass
+class Recipient:
+    email: str
+    name: str
+    roles: list[str] = field(default_factory=list)
+    children: list[str] = field(default_factory=list)
+
+
+def recipients(audience: Audience, chunk: int = 5000) -> Iterator[Recipient]:
+    """Stream the audience's distinct addresses in address order, without loading it all."""
+    if not audience.roles:
+        return
+    parts = [_people(audience, role).where(_email_of(role).is_not(None)) for role in audience.roles]
+    stmt = union_all(*parts) if len(parts) > 1 else parts[0]
+    stmt = stmt.order_by(stmt.selected_columns.email)
+    with db.engine.connect() as conn:
+        conn = conn.execution_options(stream_results=True, yield_per=chunk, sqlite_readonly=True)
+        current: Recipient | None = None
+        for email, name, role, child, _pid in conn.execute(stmt):
+            if current is None or current.email != email:
+                if current is not None:
+                    yield current
+                current = Recipient(email=email, name=name)
+            if role not in current.roles:
+                current.roles.append(role)
+            if role == "guardian" and child and child not in current.children:
+                current.children.append(child)
+        if current is not None:
+            yield current
+
+
+def _email_of(role: str):
+    return {"students": Student.email, "guardians": Guardian.email, "teachers": Teacher.email}[role]
+
+
+@dataclass
+class AudienceCount:
+    by_role: dict[str, int]
+    recipients: int
+    skipped: int
+    skipped_by_role: dict[str, int]
+
+
+def count(audience: Audience) -> AudienceCount:
+    """How many distinct addresses the audience reaches, per role and in all, and who is skipped."""
+    by_role, skipped_by_role = {}, {}
+    for role in audience.roles:
+        people = _people(audience, role).subquery()
+        email, pid = people.c.email, people.c.pid
+        row = db.session.execute(
+            select(
+                func.count(distinct(email)),
+                func.count(distinct(pid)).filter(email.is_(None)),
+            )
+        ).one()
+        by_role[role], skipped_by_role[role] = row[0], row[1]
+    if len(audience.roles) > 1:
+        emails = union_all(*[_people(audience, r).with_only_columns(_email_of(r)).where(_email_of(r).is_not(None))
+                             for r in audience.roles]).subquery()
+        total = db.session.scalar(select(func.count(distinct(emails.c.email))))
+    else:
+        total = sum(by_role.values())
+    return AudienceCount(by_role, total or 0, sum(skipped_by_role.values()), skipped_by_role)
+
+
+__all__ = ["ROLES", "Audience", "AudienceCount", "AudienceError", "Recipient", "count", "recipients", "validate"]
