@@ -1,0 +1,124 @@
+"""Turning a job's audience into notification rows and batches.
+
+Recipients are streamed in address order and written a batch at a time, each batch committed and
+then handed to the queue, so memory stays flat and consumers start sending while the fan-out is
+still writing. Rows are unique per job and address: a fan-out that runs again after a crash skips
+what it already wrote and only makes batches for the rest.
+"""
+import logging
+from datetime import timedelta
+from itertools import islice
+
+from flask import current_app
+from sqlalchemy import and_, func, insert, or_, select, update
+
+from ..events.models import Event
+from ..extensions import db
+from ..roster.audience import Audience, count, recipients
+from ..timeutil import utcnow
+from .models import Notification, NotificationBatch, NotificationJob
+
+log = logging.getLogger(__name__)
+
+
+def claim_fanout(job_id: int, owner: str) -> bool:
+    """Take the job's fan-out lease; False when another worker holds it or nothing is left to do."""
+    now = utcnow()
+    lease = timedelta(seconds=current_app.config["NOTIFY_LEASE_SECONDS"])
+    result = db.session.execute(
+        update(NotificationJob)
+        .where(
+            NotificationJob.id == job_id,
+            NotificationJob.fanout_done.is_(False),
+            NotificationJob.status.in_(("queued", "running", "paused")),
+            or_(NotificationJob.fanout_lease_until.is_(None), NotificationJob.fanout_lease_until < now),
+        )
+        .values(
+            status=func.coalesce(func.nullif(NotificationJob.status, "queued"), "running"),
+            started_at=func.coalesce(NotificationJob.started_at, now),
+            fanout_lease_until=now + lease,
+            fanout_owner=owner,
+        )
+    )
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def run_fanout(job_id: int, owner: str, enqueue_batch) -> int:
+    """Write the job's rows and batches; ``enqueue_batch(batch_id, priority)`` hands each to the queue.
+
+    Returns how many recipients this run added.
+    """
+    if not claim_fanout(job_id, owner):
+        log.info("job %s: fan-out already done or running elsewhere", job_id)
+        return 0
+    job = db.session.get(NotificationJob, job_id)
+    audience = Audience.from_dict(db.session.get(Event, job.event_id).audience)
+    size = current_app.config["NOTIFY_BATCH_SIZE"]
+    lease = timedelta(seconds=current_app.config["NOTIFY_LEASE_SECONDS"])
+    priority = job.priority
+    next_seq = (db.session.scalar(select(func.max(NotificationBatch.seq)).where(NotificationBatch.job_id == job_id))
+                or 0) + 1
+    db.session.commit()  # end the read transaction before the long stream (SQLite holds a lock while open)
+
+    added = 0
+    stream = recipients(audience)
+    while chunk := list(islice(stream, size)):
+        batch_id = db.session.execute(
+            insert(NotificationBatch).values(job_id=job_id, seq=next_seq, status="queued", size=0,
+                                             enqueued_at=utcnow()).returning(NotificationBatch.id)
+        ).scalar_one()
+        rows = [{"job_id": job_id, "batch_id": batch_id, "email": r.email, "name": r.name,
+                 "roles": ",".join(r.roles), "children": ", ".join(r.children), "status": "pending"}
+                for r in chunk]
+        written = _insert_new(rows)
+        if written:
+            db.session.execute(update(NotificationBatch).where(NotificationBatch.id == batch_id).values(size=written))
+            db.session.execute(
+                update(NotificationJob).where(NotificationJob.id == job_id)
+                .values(total=NotificationJob.total + written, fanout_lease_until=utcnow() + lease)
+            )
+            next_seq += 1
+            added += written
+        else:
+            db.session.execute(NotificationBatch.__table__.delete().where(NotificationBatch.id == batch_id))
+        db.session.commit()
+        if written:
+            enqueue_batch(batch_id, priority)
+
+    skipped = count(audience).skipped
+    db.session.execute(
+        update(NotificationJob).where(NotificationJob.id == job_id)
+        .values(fanout_done=True, skipped=skipped, fanout_lease_until=None)
+    )
+    db.session.commit()
+    finish_if_complete(job_id)
+    return added
+
+
+def _insert_new(rows: list[dict]) -> int:
+    """Insert rows, skipping (job, email) pairs already there; return how many were written."""
+    dialect = db.engine.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    stmt = dialect_insert(Notification).on_conflict_do_nothing(index_elements=["job_id", "email"])
+    db.session.execute(stmt, rows)
+    # The batch is new, so what it holds now is what this insert wrote.
+    return db.session.scalar(
+        select(func.count()).select_from(Notification).where(Notification.batch_id == rows[0]["batch_id"]))
+
+
+def finish_if_complete(job_id: int) -> bool:
+    """Mark the job done once its fan-out is over and every batch is done."""
+    open_batches = select(NotificationBatch.id).where(
+        NotificationBatch.job_id == job_id, NotificationBatch.status != "done")
+    result = db.session.execute(
+        update(NotificationJob)
+        .where(and_(NotificationJob.id == job_id, NotificationJob.status == "running",
+                    NotificationJob.fanout_done.is_(True), ~open_batches.exists()))
+        .values(status="done", finished_at=utcnow())
+    )
+    db.session.commit()
+    return result.rowcount == 1

@@ -1,0 +1,234 @@
+"""Sending one batch: claim it with a lease, send each pending recipient, record every outcome.
+
+A recipient is marked ``sending`` before the SMTP exchange and ``sent`` right after it, one commit
+per message, so a consumer that dies mid-batch leaves at most the one message it was sending in
+doubt. Whoever recovers the batch sends that one again with the same Message-ID.
+"""
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import case, func, or_, select, update
+
+from ..events.models import Event
+from ..extensions import db
+from ..timeutil import utcnow
+from . import mailer, ratelimit
+from .fanout import finish_if_complete
+from .models import Notification, NotificationBatch, NotificationJob
+
+log = logging.getLogger(__name__)
+
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+CHECK_EVERY = 1.0  # seconds between lease renewals, counter updates and pause checks
+
+# Set when the consumer is told to stop: batches in progress hand back what they have not sent.
+stopping = threading.Event()
+_active: set[int] = set()
+_active_changed = threading.Condition()
+
+
+def wait_for_release(timeout: float) -> bool:
+    """Block until no batch of this process is being sent, or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    with _active_changed:
+        while _active:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            _active_changed.wait(left)
+    return True
+
+
+def claim(batch_id: int) -> NotificationBatch | None:
+    """Lease the batch if it is waiting, or if the worker that held it stopped renewing."""
+    now = utcnow()
+    lease = timedelta(seconds=current_app.config["NOTIFY_LEASE_SECONDS"])
+    result = db.session.execute(
+        update(NotificationBatch)
+        .where(
+            NotificationBatch.id == batch_id,
+            or_(NotificationBatch.status == "queued",
+                (NotificationBatch.status == "sending") & (NotificationBatch.lease_until < now)),
+        )
+        .values(status="sending", lease_owner=OWNER, lease_until=now + lease,
+                attempts=NotificationBatch.attempts + 1)
+    )
+    db.session.commit()
+    if result.rowcount != 1:
+        return None
+    return db.session.get(NotificationBatch, batch_id)
+
+
+def recount(batch_id: int, **values) -> None:
+    """Set the batch's counters from its rows (and any other ``values``) in one statement."""
+    rows = select(Notification.status, func.count()).where(Notification.batch_id == batch_id).group_by(
+        Notification.status)
+    counts = dict(db.session.execute(rows).all())
+    db.session.execute(
+        update(NotificationBatch).where(NotificationBatch.id == batch_id).values(
+            sent=counts.get("sent", 0), failed=counts.get("failed", 0), canceled=counts.get("canceled", 0),
+            **values)
+    )
+
+
+def _mark(done_id: int | None, next_id: int | None, **outcome) -> int | None:
+    """Record one recipient's outcome and mark the next one "sending", in one commit."""
+    if done_id is not None:
+        db.session.execute(update(Notification).where(Notification.id == done_id).values(**outcome))
+    if next_id is not None:
+        db.session.execute(update(Notification).where(Notification.id == next_id)
+                           .values(status="sending", attempts=Notification.attempts + 1))
+    db.session.commit()
+    return next_id
+
+
+def _job_state(job_id: int) -> str:
+    return db.session.scalar(select(NotificationJob.status).where(NotificationJob.id == job_id))
+
+
+def send(batch_id: int, reschedule) -> str:
+    """Send what is pending in the batch. ``reschedule(batch_id, delay, priority)`` queues a retry.
+
+    Returns what became of the batch: done, retry, released, paused, canceled or skipped.
+    """
+    batch = claim(batch_id)
+    if batch is None:
+        return "skipped"
+    with _active_changed:
+        _active.add(batch_id)
+    try:
+        return _send_claimed(batch, reschedule)
+    except Exception:
+        # Whatever went wrong, give the batch back so the sweeper can offer it again.
+        db.session.rollback()
+        release(batch_id)
+        raise
+    finally:
+        with _active_changed:
+            _active.discard(batch_id)
+            _active_changed.notify_all()
+
+
+def _send_claimed(batch: NotificationBatch, reschedule) -> str:
+    config = current_app.config
+    batch_id, job_id, attempt = batch.id, batch.job_id, batch.attempts
+    job = db.session.get(NotificationJob, job_id)
+    priority = job.priority
+    if job.status in ("paused", "canceled"):
+        return _stop_for(job.status, batch_id, job_id)
+    event = db.session.get(Event, job.event_id)
+    db.session.expunge(event)
+    # Rows left "sending" by a worker that died are in doubt: send them again, same Message-ID.
+    todo = db.session.execute(
+        select(Notification.id, Notification.email, Notification.name, Notification.children)
+        .where(Notification.batch_id == batch_id, Notification.status.in_(("pending", "sending")))
+        .order_by(Notification.id)
+    ).all()
+    db.session.commit()
+    limit = ratelimit.for_config(config)
+    lease = timedelta(seconds=config["NOTIFY_LEASE_SECONDS"])
+    last_error = None
+    next_check = time.monotonic() + CHECK_EVERY
+    try:
+        with mailer.Outbox() as outbox:
+            marked = None  # the recipient already marked "sending"
+            for index, recipient in enumerate(todo):
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + CHECK_EVERY
+                    recount(batch_id, lease_until=utcnow() + lease)
+                    db.session.commit()
+                    state = _job_state(job_id)
+                    if state in ("paused", "canceled"):
+                        return _stop_for(state, batch_id, job_id)
+                if stopping.is_set() or not limit.acquire(should_stop=stopping.is_set):
+                    return release(batch_id)
+                message = mailer.build_message(event, job_id, recipient)
+                if marked != recipient.id:
+                    _mark(None, recipient.id)
+                following = todo[index + 1].id if index + 1 < len(todo) else None
+                try:
+                    outbox.send(message)
+                except mailer.SendError as exc:
+                    last_error = exc
+                    if exc.kind == mailer.PERMANENT:
+                        marked = _mark(recipient.id, following, status="failed", last_error=exc.reply)
+                        continue
+                    if exc.kind == mailer.CONNECTION:
+                        _mark(recipient.id, None, status="pending", last_error=exc.reply)
+                        break
+                    marked = _mark(recipient.id, following, status="pending", last_error=exc.reply)
+                    continue
+                marked = _mark(recipient.id, following, status="sent", sent_at=utcnow(), last_error=None)
+    except mailer.SendError as exc:  # could not even connect
+        last_error = exc
+        db.session.execute(
+            update(Notification).where(Notification.batch_id == batch_id, Notification.status == "sending")
+            .values(status="pending"))
+        db.session.execute(
+            update(Notification).where(Notification.batch_id == batch_id, Notification.status == "pending")
+            .values(last_error=exc.reply))
+        db.session.commit()
+    return _settle(batch_id, job_id, attempt, priority, last_error, reschedule)
+
+
+def _settle(batch_id, job_id, attempt, priority, last_error, reschedule) -> str:
+    """After a pass: done if nothing is pending, else a retry with backoff, else fail what is left."""
+    config = current_app.config
+    pending = db.session.scalar(
+        select(func.count()).select_from(Notification)
+        .where(Notification.batch_id == batch_id, Notification.status == "pending"))
+    if pending and attempt <= config["NOTIFY_RETRIES"]:
+        delay = config["NOTIFY_RETRY_DELAY"] * config["NOTIFY_RETRY_BACKOFF"] ** (attempt - 1)
+        recount(batch_id, status="queued", lease_owner=None, lease_until=None, enqueued_at=utcnow(),
+                not_before=utcnow() + timedelta(seconds=delay))
+        db.session.commit()
+        log.info("batch %s: %s pending after attempt %s (%s); retry in %.0f s",
+                 batch_id, pending, attempt, last_error, delay)
+        try:
+            reschedule(batch_id, delay, priority)
+        except Exception:  # the queue is down: the sweeper finds the batch from the database
+            log.warning("batch %s: could not schedule the retry; the sweeper will", batch_id, exc_info=True)
+        return "retry"
+    if pending:
+        db.session.execute(
+            update(Notification).where(Notification.batch_id == batch_id, Notification.status == "pending")
+            .values(status="failed",
+                    last_error=case((Notification.last_error.is_(None), str(last_error or "gave up")),
+                                    else_=Notification.last_error)))
+    recount(batch_id, status="done", lease_owner=None, lease_until=None)
+    db.session.commit()
+    finish_if_complete(job_id)
+    return "done"
+
+
+def release(batch_id: int) -> str:
+    """Hand the batch back unfinished: what was not confirmed sent is pending again."""
+    db.session.execute(
+        update(Notification).where(Notification.batch_id == batch_id, Notification.status == "sending")
+        .values(status="pending"))
+    recount(batch_id, status="queued", lease_owner=None, lease_until=None, enqueued_at=None)
+    db.session.commit()
+    return "released"
+
+
+def _stop_for(state: str, batch_id: int, job_id: int) -> str:
+    if state == "canceled":
+        cancel_batch(batch_id)
+        finish_if_complete(job_id)
+        return "canceled"
+    release(batch_id)
+    return "paused"
+
+
+def cancel_batch(batch_id: int) -> None:
+    db.session.execute(
+        update(Notification).where(Notification.batch_id == batch_id,
+                                   Notification.status.in_(("pending", "sending")))
+        .values(status="canceled"))
+    recount(batch_id, status="done", lease_owner=None, lease_until=None)
+    db.session.commit()

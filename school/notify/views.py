@@ -1,0 +1,85 @@
+"""The progress pages: every job with its bar, one job live, and the admins' controls."""
+from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, url_for
+from flask_login import login_required
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+
+from ..auth.decorators import admin_required
+from ..extensions import db
+from .models import Notification, NotificationJob
+from .services import JobStateError, cancel, pause, progress, resume, retry_failed
+
+bp = Blueprint("jobs", __name__, url_prefix="/jobs")
+
+STOP_POLLING = 286  # htmx 2 stops an `every` trigger when it gets this status
+FAILED_SHOWN = 50
+
+
+def _job_or_404(job_id: int) -> NotificationJob:
+    job = db.session.get(NotificationJob, job_id, options=[joinedload(NotificationJob.event)])
+    if job is None:
+        abort(404)
+    return job
+
+
+def failed_recipients(job_id: int, limit: int = FAILED_SHOWN):
+    return db.session.scalars(
+        select(Notification).where(Notification.job_id == job_id, Notification.status == "failed")
+        .order_by(Notification.id).limit(limit)).all()
+
+
+@bp.get("")
+@admin_required
+def index():
+    page = request.args.get("page", 1, type=int)
+    query = select(NotificationJob).options(joinedload(NotificationJob.event)).order_by(
+        NotificationJob.id.desc())
+    jobs = db.paginate(query, page=page, per_page=25, error_out=False)
+    rows = [(job, progress(job)) for job in jobs.items]
+    return render_template("jobs/index.html", jobs=jobs, rows=rows)
+
+
+@bp.get("/<int:job_id>")
+@admin_required
+def detail(job_id: int):
+    job = _job_or_404(job_id)
+    return render_template("jobs/detail.html", job=job, p=progress(job), failed=failed_recipients(job_id),
+                           controls=True)
+
+
+@bp.get("/<int:job_id>/progress")
+@login_required
+def fragment(job_id: int):
+    """What the page polls every second: kept counters only, and 286 once the job has ended."""
+    job = _job_or_404(job_id)
+    p = progress(job)
+    controls = request.args.get("controls") == "1"
+    html = render_template("jobs/_progress.html", job=job, p=p, controls=controls,
+                           failed=failed_recipients(job_id) if p.failed else [])
+    return make_response(html, STOP_POLLING if p.ended else 200)
+
+
+ACTIONS = {"pause": pause, "resume": resume, "cancel": cancel}
+
+
+@bp.post("/<int:job_id>/<any(pause, resume, cancel, 'retry-failed'):action>")
+@admin_required
+def control(job_id: int, action: str):
+    _job_or_404(job_id)
+    try:
+        if action == "retry-failed":
+            n = retry_failed(job_id)
+            message = f"Sending again to {n:,} failed recipient(s)." if n else "No failed recipients to retry."
+        else:
+            ACTIONS[action](job_id)
+            message = {"pause": "Paused.", "resume": "Resumed.", "cancel": "Canceled."}[action]
+    except JobStateError as exc:
+        message = f"Cannot {action.replace('-', ' ')}: {exc}."
+    if request.headers.get("HX-Request"):
+        job = _job_or_404(job_id)
+        p = progress(job)
+        html = render_template("jobs/_progress.html", job=job, p=p, controls=True, message=message,
+                               failed=failed_recipients(job_id) if p.failed else [])
+        return make_response(html, STOP_POLLING if p.ended else 200)
+    flash(message)
+    return redirect(url_for("jobs.detail", job_id=job_id))
