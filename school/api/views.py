@@ -1,0 +1,83 @@
+"""The JSON API: bearer tokens only, strict types, ``{"error": ...}`` on every refusal."""
+from flask import Blueprint, g, jsonify, request, url_for
+from sqlalchemy import select
+
+from ..auth.tokens import token_required
+from ..events.services import EventError, create_event, parse_event
+from ..extensions import db
+from ..notify.models import NotificationJob
+from ..notify.services import JobStateError, cancel, pause, progress, resume, retry_failed
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+MAX_PER_PAGE = 100
+
+
+def _error(message: str, status: int, **extra):
+    return jsonify(error=message, **extra), status
+
+
+def _job_json(job: NotificationJob) -> dict:
+    data = progress(job).to_json()
+    data["url"] = url_for("api.job", job_id=job.id, _external=True)
+    return data
+
+
+@bp.post("/events")
+@token_required()
+def create():
+    if not request.is_json:
+        return _error("send a JSON object with Content-Type: application/json", 415)
+    data = request.get_json(silent=True)
+    if data is None:
+        return _error("the body is not valid JSON", 400)
+    try:
+        event = create_event(parse_event(data), g.api_user)
+    except EventError as exc:
+        return _error("invalid event", 422, fields=exc.fields)
+    job_url = url_for("api.job", job_id=event.job.id, _external=True)
+    response = jsonify(event_id=event.id, job_id=event.job.id, job_url=job_url)
+    response.headers["Location"] = job_url
+    return response, 202
+
+
+@bp.get("/jobs")
+@token_required()
+def jobs():
+    page = request.args.get("page", 1, type=int)
+    per_page = min(max(request.args.get("per_page", 20, type=int), 1), MAX_PER_PAGE)
+    result = db.paginate(select(NotificationJob).order_by(NotificationJob.id.desc()), page=page,
+                         per_page=per_page, error_out=False)
+    return jsonify(jobs=[_job_json(job) for job in result.items], page=result.page, per_page=per_page,
+                   total=result.total, pages=result.pages)
+
+
+@bp.get("/jobs/<int:job_id>")
+@token_required()
+def job(job_id: int):
+    found = db.session.get(NotificationJob, job_id)
+    if found is None:
+        return _error(f"no job {job_id}", 404)
+    return jsonify(_job_json(found))
+
+
+ACTIONS = {"pause": pause, "resume": resume, "cancel": cancel}
+
+
+@bp.post("/jobs/<int:job_id>/<any(pause, resume, cancel, 'retry-failed'):action>")
+@token_required(admin=True)
+def control(job_id: int, action: str):
+    try:
+        if action == "retry-failed":
+            retried = retry_failed(job_id)
+        else:
+            ACTIONS[action](job_id)
+            retried = None
+    except LookupError:
+        return _error(f"no job {job_id}", 404)
+    except JobStateError as exc:
+        return _error(f"cannot {action}: {exc}", 409)
+    data = _job_json(db.session.get(NotificationJob, job_id))
+    if retried is not None:
+        data["retried"] = retried
+    return jsonify(data)

@@ -1,0 +1,83 @@
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+
+from ..extensions import db
+from ..roster.audience import AudienceError, validate as validate_audience
+from ..roster.services import audience_choices, cached_count
+from .models import Event
+from .services import EventError, create_event, parse_event
+
+bp = Blueprint("events", __name__)
+
+
+@bp.before_request
+@login_required
+def require_login():
+    """Every events page is for logged-in staff."""
+
+
+@bp.get("/")
+def index():
+    page = request.args.get("page", 1, type=int)
+    query = select(Event).options(joinedload(Event.job)).order_by(Event.created_at.desc(), Event.id.desc())
+    events = db.paginate(query, page=page, per_page=20, error_out=False)
+    return render_template("events/index.html", events=events)
+
+
+@bp.get("/events/<int:event_id>")
+def detail(event_id: int):
+    event = db.get_or_404(Event, event_id)
+    return render_template("events/detail.html", event=event)
+
+
+def form_data(form) -> tuple[dict, list[str]]:
+    """The form's fields in the shape the API takes, so one validation serves both."""
+    grades, bad = [], []
+    for raw in form.getlist("grades"):
+        try:
+            grades.append(int(raw))
+        except ValueError:
+            bad.append(raw)
+    data = {
+        "title": form.get("title", ""), "description": form.get("description", ""),
+        "location": form.get("location", ""), "starts_at": form.get("starts_at", ""),
+        "ends_at": form.get("ends_at", ""), "priority": form.get("priority", "normal"),
+        "audience": {"roles": form.getlist("roles"), "grades": grades, "classes": form.getlist("classes")},
+    }
+    return data, bad
+
+
+@bp.route("/events/new", methods=["GET", "POST"])
+def new():
+    values = {"priority": "normal", "audience": {"roles": ["guardians"], "grades": [], "classes": []}}
+    errors = {}
+    if request.method == "POST":
+        values, bad_grades = form_data(request.form)
+        try:
+            if bad_grades:
+                raise EventError({"grades": "Unknown grade: " + ", ".join(bad_grades)})
+            event = create_event(parse_event(values), current_user)
+        except EventError as exc:
+            errors = exc.fields
+        else:
+            return redirect(url_for("events.detail", event_id=event.id, created=1))
+    status = 422 if errors else 200
+    return render_template("events/new.html", values=values, errors=errors, choices=audience_choices(),
+                           reach=_reach(values["audience"])), status
+
+
+@bp.get("/events/reach")
+def reach():
+    """The audience picker's live count, swapped in by htmx as staff change the targeting."""
+    data, _ = form_data(request.args)
+    return render_template("events/_reach.html", reach=_reach(data["audience"]))
+
+
+def _reach(audience: dict):
+    try:
+        chosen = validate_audience(audience["roles"], audience["grades"], audience["classes"])
+    except AudienceError as exc:
+        return {"error": "; ".join(exc.fields.values())}
+    return {"count": cached_count(chosen), "audience": chosen}
