@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from huey import Huey
 from huey.storage import PriorityRedisStorage, SqliteStorage
+from redis import ConnectionPool
 
 from . import config as config_module
 
@@ -22,7 +23,11 @@ _app_lock = threading.RLock()
 def _storage_for(settings: dict):
     """Storage class and its arguments for these settings."""
     if settings.get("REDIS_URL"):
-        return PriorityRedisStorage, {"url": settings["REDIS_URL"]}
+        # Time out instead of hanging when Redis is unreachable: the web app then saves the job for
+        # the outbox, and consumers back off and retry.
+        pool = ConnectionPool.from_url(settings["REDIS_URL"], socket_connect_timeout=2, socket_timeout=10,
+                                       health_check_interval=30)
+        return PriorityRedisStorage, {"connection_pool": pool}
     from pathlib import Path
 
     Path(settings["HUEY_SQLITE_PATH"]).parent.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,8 @@ def run_fanout(job_id: int, owner: str, enqueue_batch) -> int:
     added = 0
     stream = recipients(audience)
     while chunk := list(islice(stream, size)):
+        if db.session.scalar(select(NotificationJob.status).where(NotificationJob.id == job_id)) == "canceled":
+            break  # nothing more to write for a canceled job
         batch_id = db.session.execute(
             insert(NotificationBatch).values(job_id=job_id, seq=next_seq, status="queued", size=0,
                                              enqueued_at=utcnow()).returning(NotificationBatch.id)
