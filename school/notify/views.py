@@ -28,15 +28,28 @@ def failed_recipients(job_id: int, limit: int = FAILED_SHOWN):
         .order_by(Notification.id).limit(limit)).all()
 
 
-@bp.get("")
-@admin_required
-def index():
+def _job_page():
     page = request.args.get("page", 1, type=int)
     query = select(NotificationJob).options(joinedload(NotificationJob.event)).order_by(
         NotificationJob.id.desc())
     jobs = db.paginate(query, page=page, per_page=25, error_out=False)
     rows = [(job, progress(job)) for job in jobs.items]
-    return render_template("jobs/index.html", jobs=jobs, rows=rows)
+    # Keep polling while any job on the page can still change.
+    return {"jobs": jobs, "rows": rows, "live": any(not p.ended for _, p in rows)}
+
+
+@bp.get("")
+@admin_required
+def index():
+    return render_template("jobs/index.html", **_job_page())
+
+
+@bp.get("/rows")
+@admin_required
+def rows():
+    """The list's rows, polled every second while a job on the page is still going."""
+    page = _job_page()
+    return make_response(render_template("jobs/_rows.html", **page), 200 if page["live"] else STOP_POLLING)
 
 
 @bp.get("/<int:job_id>")
