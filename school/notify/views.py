@@ -34,8 +34,8 @@ def _job_page():
         NotificationJob.id.desc())
     jobs = db.paginate(query, page=page, per_page=25, error_out=False)
     rows = [(job, progress(job)) for job in jobs.items]
-    # Keep polling while any job on the page can still change.
-    return {"jobs": jobs, "rows": rows, "live": any(not p.ended for _, p in rows)}
+    # The first page always polls (new jobs appear there); older pages while a job can still change.
+    return {"jobs": jobs, "rows": rows, "live": jobs.page == 1 or any(not p.ended for _, p in rows)}
 
 
 @bp.get("")
@@ -47,7 +47,7 @@ def index():
 @bp.get("/rows")
 @admin_required
 def rows():
-    """The list's rows, polled every second while a job on the page is still going."""
+    """The list's rows, polled every second on the first page or while a job shown is still going."""
     page = _job_page()
     return make_response(render_template("jobs/_rows.html", **page), 200 if page["live"] else STOP_POLLING)
 
