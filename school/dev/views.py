@@ -1,9 +1,12 @@
 """Development only: the messages the local SMTP server stored, as parents would see them."""
-from flask import Blueprint, abort, current_app, render_template
+from flask import Blueprint, Response, abort, current_app, render_template, request
 
 from ..auth.decorators import admin_required
+from . import mailbox as store
 
 bp = Blueprint("dev", __name__, url_prefix="/dev")
+
+PER_PAGE = 50
 
 
 @bp.before_request
@@ -15,4 +18,25 @@ def development_only():
 @bp.get("/mailbox")
 @admin_required
 def mailbox():
-    return render_template("dev/mailbox.html", messages=[])
+    page = store.listing(store.mailbox_dir(current_app.config), page=request.args.get("page", 1, type=int),
+                         per_page=PER_PAGE)
+    return render_template("dev/mailbox.html", listing=page)
+
+
+@bp.get("/mailbox/<name>")
+@admin_required
+def message(name: str):
+    opened = store.open_message(store.mailbox_dir(current_app.config), name)
+    if opened is None:
+        abort(404, "No such message in the mailbox.")
+    return render_template("dev/message.html", message=opened)
+
+
+@bp.get("/mailbox/<name>/source")
+@admin_required
+def source(name: str):
+    content = store.raw(store.mailbox_dir(current_app.config), name)
+    if content is None:
+        abort(404, "No such message in the mailbox.")
+    # text/plain and nosniff: the source is shown, never interpreted as a page.
+    return Response(content, mimetype="text/plain", headers={"X-Content-Type-Options": "nosniff"})
