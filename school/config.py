@@ -63,10 +63,7 @@ def load(env=None) -> dict:
     if production:
         missing = [name for name in PRODUCTION_REQUIRED if not env.get(name)]
         if missing:
-            raise ConfigError(
-                "APP_ENV=production needs " + ", ".join(missing) + " to be set "
-                "(missing: " + ", ".join(missing) + ")"
-            )
+            raise ConfigError("APP_ENV=production needs these variables, which are not set: " + ", ".join(missing))
 
     data_dir = Path(env.get("DATA_DIR") or "instance").resolve()
     redis_url = env.get("REDIS_URL") or None
@@ -103,6 +100,7 @@ def load(env=None) -> dict:
         "NOTIFY_RETRY_BACKOFF": _float(env, "NOTIFY_RETRY_BACKOFF", 5.0),
         "NOTIFY_LEASE_SECONDS": _float(env, "NOTIFY_LEASE_SECONDS", 60.0),
         "NOTIFY_SWEEP_INTERVAL": _float(env, "NOTIFY_SWEEP_INTERVAL", 15.0),
+        "HEARTBEAT_INTERVAL": _float(env, "HEARTBEAT_INTERVAL", 5.0),
         "PUBLIC_URL": (env.get("PUBLIC_URL") or "http://127.0.0.1:5000").rstrip("/"),
         "RETENTION_DAYS": _int(env, "RETENTION_DAYS", 7),
         "EVENTS_PER_PAGE": 20,
