@@ -2,6 +2,7 @@
 from flask import Blueprint, render_template
 
 from ..auth.decorators import admin_required
+from ..ops.dashboard import dashboard
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -20,4 +21,11 @@ def users():
 @bp.get("/queue")
 @admin_required
 def queue():
-    return render_template("admin/queue.html")
+    return render_template("admin/queue.html", **dashboard())
+
+
+@bp.get("/queue/panel")
+@admin_required
+def queue_panel():
+    """What the dashboard polls every 2 s."""
+    return render_template("admin/_queue.html", **dashboard())

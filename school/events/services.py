@@ -110,6 +110,7 @@ def create_event(data: EventInput, user) -> Event:
     """
     from ..notify.models import NotificationJob
     from ..notify.services import dispatch
+    from ..ops.cache import EVENTS, changed
     from ..queue import priority_for
 
     event = Event(
@@ -120,5 +121,6 @@ def create_event(data: EventInput, user) -> Event:
     job = NotificationJob(event=event, priority=priority_for(data.priority == "urgent"))
     db.session.add_all([event, job])
     db.session.commit()
+    changed(EVENTS)  # the events list shows it at once, in every process
     dispatch(job)
     return event

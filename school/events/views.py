@@ -1,9 +1,8 @@
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
-from sqlalchemy import select
-from sqlalchemy.orm import joinedload
 
 from ..extensions import db
+from ..ops.cache import events_page
 from ..roster.audience import AudienceError, validate as validate_audience
 from ..roster.services import audience_choices, cached_count
 from .models import Event
@@ -20,9 +19,7 @@ def require_login():
 
 @bp.get("/")
 def index():
-    page = request.args.get("page", 1, type=int)
-    query = select(Event).options(joinedload(Event.job)).order_by(Event.created_at.desc(), Event.id.desc())
-    events = db.paginate(query, page=page, per_page=20, error_out=False)
+    events = events_page(request.args.get("page", 1, type=int), per_page=20)
     return render_template("events/index.html", events=events)
 
 

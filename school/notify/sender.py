@@ -16,6 +16,7 @@ from sqlalchemy import case, func, or_, select, update
 
 from ..events.models import Event
 from ..extensions import db
+from ..ops import metrics
 from ..timeutil import utcnow
 from . import mailer, ratelimit
 from .fanout import finish_if_complete
@@ -80,6 +81,7 @@ def _mark(done_id: int | None, next_id: int | None, **outcome) -> int | None:
     """Record one recipient's outcome and mark the next one "sending", in one commit."""
     if done_id is not None:
         db.session.execute(update(Notification).where(Notification.id == done_id).values(**outcome))
+        metrics.message_outcome(outcome["status"])
     if next_id is not None:
         db.session.execute(update(Notification).where(Notification.id == next_id)
                            .values(status="sending", attempts=Notification.attempts + 1))
@@ -152,7 +154,7 @@ def _send_claimed(batch: NotificationBatch, reschedule) -> str:
                     _mark(None, recipient.id)
                 following = todo[index + 1].id if index + 1 < len(todo) else None
                 try:
-                    outbox.send(message)
+                    metrics.timed_send(outbox.send, message)
                 except mailer.SendError as exc:
                     last_error = exc
                     if exc.kind == mailer.PERMANENT:

@@ -5,6 +5,7 @@ import threading
 from huey import crontab
 from huey.signals import SIGNAL_INTERRUPTED
 
+from ..ops import heartbeats  # noqa: F401  (each consumer process publishes a heartbeat)
 from ..queue import app_context, get_app, huey
 from . import fanout as fanout_module
 from . import sender, services

@@ -1,0 +1,161 @@
+"""The state of the queue and its consumers, as ``/health/queue``, ``/metrics`` and the dashboard show it.
+
+Everything here is cheap to ask every couple of seconds: counts come from the queue's own counters,
+per-batch counters in the database (about one row per hundred recipients), and the shared store;
+nothing counts recipient rows.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import func, or_, select
+
+from ..extensions import db
+from ..timeutil import utcnow
+from . import heartbeats
+from . import store as store_module
+from .cache import EVENTS, remember, version
+
+AGGREGATES_SECONDS = 2  # the dashboard polls every 2 s; several admins share one computation
+WINDOWS = (1, 5, 15)  # minutes, for "sent in the last …"
+CHART_MINUTES = 15
+
+
+def queue_depth() -> dict:
+    from ..queue import huey
+
+    return {"waiting": huey.pending_count(), "scheduled": huey.scheduled_count()}
+
+
+def consumers() -> list[heartbeats.ConsumerInfo]:
+    return heartbeats.consumers()
+
+
+def aggregates() -> dict:
+    """Jobs by status, recipients by outcome and batches in flight, cached for a couple of seconds
+    (and at once recomputed when an event is created)."""
+    return remember(f"ops-aggregates:{version(EVENTS)}", _aggregates, timeout=AGGREGATES_SECONDS)
+
+
+def _aggregates() -> dict:
+    from ..notify.models import JOB_STATUSES, NotificationBatch, NotificationJob
+
+    jobs = dict.fromkeys(JOB_STATUSES, 0)
+    jobs.update(db.session.execute(select(NotificationJob.status, func.count()).group_by(NotificationJob.status)).all())
+    sent, failed, canceled = db.session.execute(select(
+        func.coalesce(func.sum(NotificationBatch.sent), 0), func.coalesce(func.sum(NotificationBatch.failed), 0),
+        func.coalesce(func.sum(NotificationBatch.canceled), 0))).one()
+    # Jobs whose rows were purged keep their summary on the job.
+    p_sent, p_failed, p_canceled = db.session.execute(select(
+        func.coalesce(func.sum(NotificationJob.final_sent), 0), func.coalesce(func.sum(NotificationJob.final_failed), 0),
+        func.coalesce(func.sum(NotificationJob.final_canceled), 0)).where(NotificationJob.purged_at.is_not(None))).one()
+    live_total = db.session.scalar(select(func.coalesce(func.sum(NotificationJob.total), 0))
+                                   .where(NotificationJob.purged_at.is_(None)))
+    in_flight = db.session.scalar(select(func.count()).select_from(NotificationBatch)
+                                  .where(NotificationBatch.status == "sending"))
+    retrying = db.session.scalar(select(func.count()).select_from(NotificationBatch).where(
+        NotificationBatch.status == "queued", NotificationBatch.not_before > utcnow()))
+    db.session.commit()
+    return {
+        "jobs": jobs,
+        "notifications": {"sent": int(sent + p_sent), "failed": int(failed + p_failed),
+                          "canceled": int(canceled + p_canceled),
+                          "pending": max(int(live_total - sent - failed - canceled), 0)},
+        "in_flight": int(in_flight),
+        "retrying": int(retrying),
+    }
+
+
+def sent_recently(now: float | None = None) -> dict[str, int]:
+    """Messages sent in the last 1, 5 and 15 minutes (to the nearest ten seconds)."""
+    store = store_module.current()
+    buckets = store_module.last_buckets(max(WINDOWS) * 60, now)
+    values = store.series("sent", buckets)
+    per_step = 60 // store_module.SERIES_STEP
+    return {f"{m}m": int(sum(values[-m * per_step:])) for m in WINDOWS}
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Messages per series step over the last CHART_MINUTES, oldest first."""
+
+    starts: list[int]
+    sent: list[int]
+    failed: list[int]
+    step: int
+
+    @property
+    def peak(self) -> int:
+        return max([s + f for s, f in zip(self.sent, self.failed)] or [0])
+
+
+def throughput(now: float | None = None) -> Throughput:
+    store = store_module.current()
+    buckets = store_module.last_buckets(CHART_MINUTES * 60, now)
+    return Throughput(buckets, [int(v) for v in store.series("sent", buckets)],
+                      [int(v) for v in store.series("failed", buckets)], store_module.SERIES_STEP)
+
+
+def running_jobs(limit: int = 10) -> list:
+    """Jobs not yet ended, newest first, each with its progress."""
+    from sqlalchemy.orm import joinedload
+
+    from ..notify.models import NotificationJob
+    from ..notify.services import progress
+
+    jobs = db.session.scalars(select(NotificationJob).options(joinedload(NotificationJob.event)).where(
+        NotificationJob.status.in_(("queued", "running", "paused"))).order_by(NotificationJob.id.desc())
+        .limit(limit)).all()
+    return [(job, progress(job)) for job in jobs]
+
+
+@dataclass(frozen=True)
+class Failure:
+    job_id: int
+    event_title: str
+    email: str
+    reply: str
+    attempts: int
+    final: bool  # failed for good, or waiting for a retry
+
+
+def recent_failures(limit: int = 10) -> list[Failure]:
+    """The latest recipients the SMTP server refused, with its reply: failed ones and those waiting
+    for a retry. Found through the batches that have any (an index walk, not a table scan)."""
+    from ..events.models import Event
+    from ..notify.models import Notification, NotificationBatch, NotificationJob
+
+    batches = select(NotificationBatch.id).where(or_(
+        NotificationBatch.failed > 0,
+        (NotificationBatch.status == "queued") & NotificationBatch.not_before.is_not(None),
+    )).order_by(NotificationBatch.id.desc()).limit(limit)
+    rows = db.session.execute(
+        select(Notification.job_id, Event.title, Notification.email, Notification.last_error, Notification.attempts,
+               Notification.status)
+        .join(NotificationJob, NotificationJob.id == Notification.job_id).join(Event, Event.id == NotificationJob.event_id)
+        .where(Notification.batch_id.in_(batches), Notification.status.in_(("failed", "pending")),
+               Notification.last_error.is_not(None))
+        .order_by(Notification.id.desc()).limit(limit)).all()
+    return [Failure(job_id, title, email, reply, attempts, status == "failed")
+            for job_id, title, email, reply, attempts, status in rows]
+
+
+def queue_health(now: float | None = None) -> dict:
+    """``/health/queue``: the whole picture in one JSON object."""
+    now = time.time() if now is None else now
+    found = consumers()
+    totals = aggregates()
+    return {
+        "tasks": queue_depth(),
+        "batches_in_flight": totals["in_flight"],
+        "batches_waiting_to_retry": totals["retrying"],
+        "jobs": totals["jobs"],
+        "jobs_running": totals["jobs"]["running"],
+        "consumers": {
+            "alive": sum(c.alive_at(now) for c in found),
+            "gone": sum(not c.alive_at(now) for c in found),
+            "list": [c.to_json(now) for c in found],
+        },
+        "sent_last": sent_recently(now),
+    }
