@@ -13,6 +13,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     register_extensions(app)
     register_blueprints(app)
+    register_security(app)
     register_errorhandlers(app)
     register_commands(app)
     register_template_helpers(app)
@@ -51,6 +52,14 @@ def register_blueprints(app: Flask) -> None:
     for blueprint in (auth_bp, events_bp, jobs_bp, admin_bp, api_bp, health_bp, dev_bp):
         app.register_blueprint(blueprint)
     csrf.exempt(api_bp)  # the JSON API takes bearer tokens only, never the session cookie
+
+
+def register_security(app: Flask) -> None:
+    """Headers, login throttling (it wraps the login view, so after the blueprints) and operations' hooks."""
+    from . import ops, security
+
+    security.init_app(app)
+    ops.init_app(app)
 
 
 def register_errorhandlers(app: Flask) -> None:
