@@ -8,32 +8,67 @@ MIN_PASSWORD = 8
 
 
 class UserError(ValueError):
-    pass
+    """Input a user cannot be saved with; ``fields`` maps each bad form field to its message."""
+
+    def __init__(self, fields: dict[str, str]):
+        super().__init__(" ".join(fields.values()))
+        self.fields = fields
 
 
 def normalise_email(email: str) -> str:
     try:
         return validate_email(email.strip(), check_deliverability=False).normalized.lower()
     except EmailNotValidError as exc:
-        raise UserError(f"Not a valid email address: {exc}") from None
+        raise UserError({"email": f"Not a valid email address: {exc}"}) from None
 
 
-def save_user(email: str, password: str, role: str) -> tuple[User, bool]:
-    """Create a user, or set the password and role of the one with this email."""
-    email = normalise_email(email)
-    if role not in ROLES:
-        raise UserError(f"Role must be one of {', '.join(ROLES)}.")
+def _role_error(role: str) -> dict[str, str]:
+    return {} if role in ROLES else {"role": f"Role must be one of {', '.join(ROLES)}."}
+
+
+def save_user(email: str, password: str, role: str, *, replace: bool = True) -> tuple[User, bool]:
+    """Create a user, or (when ``replace``) set the password and role of the one with this email."""
+    errors = _role_error(role)
+    try:
+        email = normalise_email(email)
+    except UserError as exc:
+        errors.update(exc.fields)
     if len(password) < MIN_PASSWORD:
-        raise UserError(f"The password needs at least {MIN_PASSWORD} characters.")
+        errors["password"] = f"The password needs at least {MIN_PASSWORD} characters."
+    if errors:
+        raise UserError(errors)
     user = db.session.scalar(select(User).where(User.email == email))
     created = user is None
     if created:
         user = User(email=email, role=role)
         db.session.add(user)
+    elif not replace:
+        raise UserError({"email": f"There is already a user {email}."})
     user.role = role
     user.set_password(password)
     db.session.commit()
     return user, created
+
+
+def change_user(user_id: int, by: User, *, role: str | None = None, active: bool | None = None) -> User:
+    """An admin changes another user's role or lets them in or out.
+
+    Nobody changes their own account here, so there is always an active admin left: the one acting.
+    """
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise LookupError(f"no user {user_id}")
+    if user.id == by.id:
+        raise UserError({"user": "You cannot change your own role or deactivate yourself."})
+    if role is not None:
+        errors = _role_error(role)
+        if errors:
+            raise UserError(errors)
+        user.role = role
+    if active is not None:
+        user.active = active
+    db.session.commit()
+    return user
 
 
 def authenticate(email: str, password: str) -> User | None:
