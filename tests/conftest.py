@@ -145,16 +145,18 @@ class AuthActions:
     def __init__(self, client):
         self.client = client
 
-    def csrf(self, path: str = "/login") -> str:
-        """The token a browser would have from this page (logged-in users are sent on to one)."""
+    def csrf(self, path: str = "/") -> str:
+        """The token a browser would have from this page (anonymous users land on the login form)."""
         response = self.client.get(path, follow_redirects=True)
         assert response.status_code == 200, f"GET {path} gave {response.status_code}"
         return csrf_token(response.data)
 
+    def post(self, path: str, data: dict | None = None, **kwargs):
+        """Submit a form as the page would, with the session's CSRF token."""
+        return self.client.post(path, data={**(data or {}), "csrf_token": self.csrf()}, **kwargs)
+
     def login(self, email: str, password: str, **params):
-        token = self.csrf()
-        return self.client.post("/login", query_string=params,
-                                data={"email": email, "password": password, "csrf_token": token})
+        return self.post("/login", {"email": email, "password": password}, query_string=params)
 
     def login_as(self, user: Login):
         response = self.login(user.email, user.password)
@@ -162,12 +164,36 @@ class AuthActions:
         return response
 
     def logout(self):
-        return self.client.post("/logout", data={"csrf_token": self.csrf("/")})
+        return self.post("/logout")
 
 
 @pytest.fixture
 def auth(client, admin_user, staff_user) -> AuthActions:
     return AuthActions(client)
+
+
+@pytest.fixture
+def session_as(app, admin_user, staff_user):
+    """``session_as(user)``: another browser, logged in as that user."""
+
+    def open_session(user: Login) -> AuthActions:
+        actions = AuthActions(app.test_client())
+        actions.login_as(user)
+        return actions
+
+    return open_session
+
+
+@pytest.fixture
+def row_count(app):
+    """``row_count(Model)``: how many rows the table holds right now."""
+    from sqlalchemy import func, select
+
+    def count(model) -> int:
+        with app.app_context():
+            return db.session.scalar(select(func.count()).select_from(model))
+
+    return count
 
 
 # --- a school ---------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ def wants_json() -> bool:
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    # A deactivated user's open sessions (and remember-me cookies) end with their next request.
+    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    return user if user is not None and user.active else None
 
 
 @login_manager.unauthorized_handler

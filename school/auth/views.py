@@ -11,10 +11,15 @@ WRONG = "Wrong email or password."
 
 
 def _safe_next(target: str | None) -> str:
-    """Only follow ``next`` to a path on this site."""
-    if target:
+    r"""Only follow ``next`` to a path on this site.
+
+    Browsers read a backslash as a slash, skip extra slashes and drop tabs and newlines, so
+    ``///evil.example``, ``/\evil.example`` and ``/\t/evil.example`` would all leave the site.
+    """
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target \
+            and target.isprintable() and not any(c.isspace() for c in target):
         parts = urlsplit(target)
-        if not parts.scheme and not parts.netloc and target.startswith("/") and not target.startswith("//"):
+        if not parts.scheme and not parts.netloc:
             return target
     return url_for("events.index")
 
