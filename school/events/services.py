@@ -76,7 +76,8 @@ def parse_event(data: dict) -> EventInput:
         try:
             times[name] = parse_datetime(data.get(name))
         except ValueError as exc:
-            errors[name] = str(exc).capitalize() + "."
+            message = str(exc)  # not .capitalize(): it would lower-case the example's "T"
+            errors[name] = message[:1].upper() + message[1:] + "."
     if len(times) == 2 and times["ends_at"] < times["starts_at"]:
         errors["ends_at"] = "The event cannot end before it starts."
     priority = data.get("priority", "normal") or "normal"
