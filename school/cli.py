@@ -1,6 +1,7 @@
 """``flask --app app …`` commands: seed-demo, create-user, create-token, revoke-token."""
 import click
 from flask import Flask
+from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from .auth.models import ROLES, ApiToken, User
@@ -9,6 +10,7 @@ from .roster.seed import RosterExists, seed_demo
 
 
 @click.command("seed-demo")
+@with_appcontext
 @click.option("--students", type=click.IntRange(1, 1_000_000), default=500, show_default=True)
 @click.option("--reset", is_flag=True, help="Replace the roster that is there.")
 def seed_demo_command(students: int, reset: bool) -> None:
@@ -22,6 +24,7 @@ def seed_demo_command(students: int, reset: bool) -> None:
 
 
 @click.command("create-user")
+@with_appcontext
 @click.argument("email")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
 @click.option("--role", type=click.Choice(ROLES), default="staff", show_default=True)
@@ -37,6 +40,7 @@ def create_user_command(email: str, password: str, role: str) -> None:
 
 
 @click.command("create-token")
+@with_appcontext
 @click.argument("email")
 def create_token_command(email: str) -> None:
     """Print a new API token for EMAIL (shown once; only its hash is stored)."""
@@ -50,6 +54,7 @@ def create_token_command(email: str) -> None:
 
 
 @click.command("revoke-token")
+@with_appcontext
 @click.argument("token_or_email")
 def revoke_token_command(token_or_email: str) -> None:
     """Revoke one token (give the token) or every token of a user (give the email)."""
