@@ -6,6 +6,7 @@ With nothing set the app runs embedded: SQLite for the data and for the Huey que
 """
 import os
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from limits import parse as parse_limit
 
@@ -73,6 +74,12 @@ def load(env=None) -> dict:
     elif database_url.startswith("postgresql://"):
         database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
 
+    zone = env.get("SCHOOL_TIMEZONE") or "UTC"
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"SCHOOL_TIMEZONE must be a time zone name like Europe/Berlin, not {zone!r}") from None
+
     batch_size = _int(env, "NOTIFY_BATCH_SIZE", 100)
     if batch_size < 1:
         raise ConfigError("NOTIFY_BATCH_SIZE must be at least 1")
@@ -101,6 +108,7 @@ def load(env=None) -> dict:
         "NOTIFY_LEASE_SECONDS": _float(env, "NOTIFY_LEASE_SECONDS", 60.0),
         "NOTIFY_SWEEP_INTERVAL": _float(env, "NOTIFY_SWEEP_INTERVAL", 15.0),
         "HEARTBEAT_INTERVAL": _float(env, "HEARTBEAT_INTERVAL", 5.0),
+        "SCHOOL_TIMEZONE": zone,
         "PUBLIC_URL": (env.get("PUBLIC_URL") or "http://127.0.0.1:5000").rstrip("/"),
         "RETENTION_DAYS": _int(env, "RETENTION_DAYS", 7),
         "EVENTS_PER_PAGE": 20,

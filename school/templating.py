@@ -3,13 +3,13 @@ from datetime import datetime
 
 from flask import Flask
 
-from .timeutil import aware
+from .timeutil import local
 
 
 def when(value: datetime | None) -> str:
     if value is None:
         return "—"
-    return aware(value).strftime("%a %d %b %Y, %H:%M UTC")
+    return local(value).strftime("%a %d %b %Y, %H:%M %Z")
 
 
 def number(value) -> str:

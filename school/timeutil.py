@@ -1,4 +1,7 @@
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from flask import current_app
 
 
 def utcnow() -> datetime:
@@ -10,3 +13,12 @@ def aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
+
+
+def school_zone() -> ZoneInfo:
+    """The school's time zone (SCHOOL_TIMEZONE): how staff enter times and how people read them."""
+    return ZoneInfo(current_app.config["SCHOOL_TIMEZONE"])
+
+
+def local(value: datetime) -> datetime:
+    return aware(value).astimezone(school_zone())

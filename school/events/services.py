@@ -3,6 +3,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ..extensions import db
+from ..timeutil import school_zone
 from ..roster.audience import Audience, AudienceError, validate as validate_audience
 from .models import PRIORITIES, Event
 
@@ -29,14 +30,16 @@ class EventInput:
 
 
 def parse_datetime(value) -> datetime:
-    """ISO 8601, with or without an offset (without one it is taken as UTC)."""
+    """ISO 8601, with or without an offset; without one it is the school's local time."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError("a date and time is required")
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         raise ValueError("use a date and time like 2026-12-01T18:00") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=school_zone())
+    return parsed.astimezone(timezone.utc)
 
 
 def _text(data: dict, name: str, errors: dict, required: bool = False) -> str:
