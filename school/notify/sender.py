@@ -192,7 +192,7 @@ def _settle(batch_id, job_id, attempt, priority, last_error, reschedule) -> str:
         log.info("batch %s: %s pending after attempt %s (%s); retry in %.0f s",
                  batch_id, pending, attempt, last_error, delay)
         try:
-            reschedule(batch_id, delay, priority)
+            reschedule(batch_id, priority=priority, delay=delay)
         except Exception:  # the queue is down: the sweeper finds the batch from the database
             log.warning("batch %s: could not schedule the retry; the sweeper will", batch_id, exc_info=True)
         return "retry"
