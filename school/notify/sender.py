@@ -147,14 +147,18 @@ def _send_claimed(batch: NotificationBatch, reschedule) -> str:
                     state = _job_state(job_id)
                     if state in ("paused", "canceled"):
                         return _stop_for(state, batch_id, job_id)
-                if stopping.is_set() or not limit.acquire(should_stop=stopping.is_set):
-                    return release(batch_id)
                 message = mailer.build_message(event, job_id, recipient)
                 if marked != recipient.id:
                     _mark(None, recipient.id)
+                # Wait for the rate limit last, so nothing but the SMTP exchange lies between the
+                # slot the limit gave and the message reaching the server.
+                permit = None if stopping.is_set() else limit.acquire(should_stop=stopping.is_set)
+                if permit is None:
+                    return release(batch_id)
                 following = todo[index + 1].id if index + 1 < len(todo) else None
                 try:
-                    metrics.timed_send(outbox.send, message)
+                    with permit:  # the limit counts the message as in flight until this ends
+                        metrics.timed_send(outbox.send, message)
                 except mailer.SendError as exc:
                     last_error = exc
                     if exc.kind == mailer.PERMANENT:
