@@ -16,6 +16,7 @@ class Bar:
     width: float
     height: float
     kind: str  # sent or failed
+    count: int
     label: str
 
 
@@ -68,7 +69,7 @@ def throughput_chart(t: Throughput) -> Chart:
                 height = plot_height * count / top_value
                 base -= height
                 ago = (len(t.starts) - 1 - index) * t.step
-                bars.append(Bar(round(x, 1), round(base, 1), round(bar_width, 1), round(height, 1), kind,
+                bars.append(Bar(round(x, 1), round(base, 1), round(bar_width, 1), round(height, 1), kind, count,
                                 f"{count} {kind} in 10 s, {ago} s ago" if ago else f"{count} {kind} in the last 10 s"))
     minutes = len(t.starts) * t.step // 60
     x_ticks = [Tick(round(LEFT + plot_width * (1 - m / minutes), 1), HEIGHT - 6,
