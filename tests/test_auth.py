@@ -244,3 +244,34 @@ def test_htmx_requests_carry_the_token_in_a_header(auth, client, staff_user, see
     response = client.post("/events/new", data=EVENT_FORM, headers={**headers, "HX-Request": "true"})
     assert response.status_code == 302
     assert row_count(Event) == row_count(NotificationJob) == 1
+
+
+def test_login_with_text_the_database_cannot_compare_is_just_wrong(app_on, db_url):
+    from .conftest import AuthActions, add_user
+
+    app = app_on(db_url)
+    user = add_user(app, "office@school.example.org", "staff-password-1", "staff")
+    auth = AuthActions(app.test_client())
+    response = auth.login("office\x00@school.example.org", user.password)
+    assert response.status_code == 401
+    assert _alert(response) == "Wrong email or password."
+
+
+# --- addresses no row can have ----------------------------------------------------------------------
+
+HUGE = 10**20  # past every database's INTEGER
+
+
+@pytest.mark.parametrize("url, status", [
+    (f"/events/{HUGE}", 404), (f"/jobs/{HUGE}", 404), (f"/jobs/{HUGE}/progress", 404),
+    (f"/?page={HUGE}", 200), ("/?page=-3", 200),
+])
+def test_impossible_numbers_in_addresses_are_not_found_never_an_error(session_as, admin_user, url, status):
+    assert session_as(admin_user).client.get(url).status_code == status
+
+
+def test_impossible_job_number_in_the_api_is_a_json_404(runner, client, staff_user):
+    token = runner.invoke(args=["create-token", staff_user.email]).output.strip()
+    response = client.get(f"/api/jobs/{HUGE}", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 404
+    assert "error" in response.json

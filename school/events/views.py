@@ -5,6 +5,7 @@ from ..extensions import db
 from ..ops.cache import events_page
 from ..roster.audience import AudienceError, validate as validate_audience
 from ..roster.services import audience_choices, cached_count
+from ..routing import page_arg
 from .models import Event
 from .services import EventError, create_event, parse_event
 
@@ -19,7 +20,7 @@ def require_login():
 
 @bp.get("/")
 def index():
-    events = events_page(request.args.get("page", 1, type=int), per_page=20)
+    events = events_page(page_arg(), per_page=20)
     return render_template("events/index.html", events=events)
 
 
