@@ -142,3 +142,55 @@ def test_picker_explains_an_audience_it_cannot_count(staff):
     response = staff.client.get("/events/reach", query_string={"roles": ["guardians"], "classes": ["7Z"]})
     assert response.status_code == 200
     assert parse(response.data).by_id("reach-count").text == "Unknown class: 7Z"
+
+
+# --- text and dates that one database or the other cannot take ------------------------------------
+
+@pytest.fixture
+def staff_on(app_on, db_url):
+    """Logged-in staff on a seeded school, on SQLite and on PostgreSQL."""
+    from school.roster.seed import seed_demo
+
+    from .conftest import AuthActions, add_user
+
+    app = app_on(db_url)
+    with app.app_context():
+        seed_demo(60)
+    actions = AuthActions(app.test_client())
+    actions.login_as(add_user(app, "office@school.example.org", "staff-password-1", "staff"))
+    return app, actions
+
+
+@pytest.mark.parametrize("change, field, message", [
+    ({"title": "Sports\x00day"}, "title", "Remove the control characters (such as NUL) from this text."),
+    ({"location": "Field\x07"}, "location", "Remove the control characters (such as NUL) from this text."),
+    ({"description": "Line one\x00"}, "description", "Remove the control characters (such as NUL) from this text."),
+    ({"starts_at": "0001-01-01T00:00+05:00"}, "starts_at", "Use a date and time between the years 1 and 9999."),
+    ({"ends_at": "9999-12-31T23:00-05:00"}, "ends_at", "Use a date and time between the years 1 and 9999."),
+    ({"classes": ["9\x00A"]}, "classes", "Unknown class: 9\x00A"),
+])
+def test_text_and_dates_no_database_can_keep_are_refused(staff_on, change, field, message):
+    app, staff = staff_on
+    response = staff.post("/events/new", {**VALID, **change})
+    assert response.status_code == 422
+    assert field_error(response.data, field) == message
+    with app.app_context():
+        assert db.session.scalar(select(Event)) is None
+
+
+def test_ordinary_unicode_and_line_breaks_are_kept(staff_on):
+    app, staff = staff_on
+    title = "Fête de l’école 👨\u200d👩\u200d👧 —\u00a0all welcome"
+    description = "Doors open at 17:30.\r\nBring a plate to share.\tThanks!"
+    assert staff.post("/events/new", {**VALID, "title": title, "description": description}).status_code == 302
+    with app.app_context():
+        event = db.session.scalar(select(Event))
+        assert event.title == title
+        assert event.description == description.strip()
+
+
+def test_picker_on_a_class_name_with_nul_says_unknown(staff_on):
+    _, staff = staff_on
+    response = staff.client.get("/events/reach", query_string={"roles": ["guardians"], "classes": ["9\x00A"]})
+    assert response.status_code == 200
+    assert parse(response.data).by_id("reach-count").text.startswith("Unknown class: 9")

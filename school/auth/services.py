@@ -2,6 +2,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 
 from ..extensions import db
+from ..text import storable
 from .models import ROLES, User
 
 MIN_PASSWORD = 8
@@ -72,7 +73,9 @@ def change_user(user_id: int, by: User, *, role: str | None = None, active: bool
 
 
 def authenticate(email: str, password: str) -> User | None:
-    user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
+    email = email.strip().lower()
+    # No stored address has control characters, and PostgreSQL refuses to compare text with NUL.
+    user = db.session.scalar(select(User).where(User.email == email)) if storable(email) else None
     if user is None:
         # Same work as a real check, so timing does not tell whether the account exists.
         User(password_hash=_DUMMY_HASH).check_password(password)

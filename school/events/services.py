@@ -3,11 +3,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ..extensions import db
+from ..text import storable
 from ..timeutil import school_zone
 from ..roster.audience import Audience, AudienceError, validate as validate_audience
 from .models import PRIORITIES, Event
 
 LIMITS = {"title": 200, "location": 200, "description": 5000}
+MULTILINE = {"description"}
 
 
 class EventError(ValueError):
@@ -39,7 +41,10 @@ def parse_datetime(value) -> datetime:
         raise ValueError("use a date and time like 2026-12-01T18:00") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=school_zone())
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is before year 1 in UTC
+        raise ValueError("use a date and time between the years 1 and 9999") from None
 
 
 def _text(data: dict, name: str, errors: dict, required: bool = False) -> str:
@@ -52,6 +57,8 @@ def _text(data: dict, name: str, errors: dict, required: bool = False) -> str:
     value = value.strip()
     if required and not value:
         errors[name] = "This field is required."
+    elif not storable(value, multiline=name in MULTILINE):
+        errors[name] = "Remove the control characters (such as NUL) from this text."
     elif len(value) > LIMITS[name]:
         errors[name] = f"At most {LIMITS[name]} characters (this has {len(value)})."
     return value

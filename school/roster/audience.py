@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import distinct, func, literal, null, or_, select, true, union_all
 
 from ..extensions import db
+from ..text import storable
 from .models import Guardian, SchoolClass, Student, Teacher, class_teachers, student_guardians
 
 ROLES = ("guardians", "students", "teachers")
@@ -63,7 +64,9 @@ def validate(roles, grades, classes) -> Audience:
     if missing_grades:
         errors["grades"] = "Unknown grade: " + ", ".join(map(str, missing_grades))
     classes = sorted(set(classes or []))
-    known_classes = set(db.session.scalars(select(SchoolClass.name).where(SchoolClass.name.in_(classes)))) if classes else set()
+    # Only names a class could have reach the query: PostgreSQL refuses text with NUL in it.
+    askable = [c for c in classes if storable(c)]
+    known_classes = set(db.session.scalars(select(SchoolClass.name).where(SchoolClass.name.in_(askable)))) if askable else set()
     missing_classes = [c for c in classes if c not in known_classes]
     if missing_classes:
         errors["classes"] = "Unknown class: " + ", ".join(missing_classes)
