@@ -1,0 +1,73 @@
+"""What the SMTP server answers decides what happens to each recipient: a temporary refusal is
+tried again, a permanent one is recorded and left alone."""
+import pytest
+
+from tests.pages import parse
+
+TEACHERS = {"roles": ["teachers"], "grades": [], "classes": []}
+TRY_LATER = "451 4.3.0 Try again later"
+NO_SUCH_USER = "550 5.1.1 No such user"
+
+
+def teacher_addresses(school) -> list[str]:
+    return [row[0] for row in school.sql("SELECT email FROM teachers WHERE email IS NOT NULL ORDER BY id")]
+
+
+def rows_by_email(school, job_id: int) -> dict[str, tuple]:
+    return {email: (status, attempts, last_error) for email, status, attempts, last_error in school.sql(
+        "SELECT email, status, attempts, last_error FROM notifications WHERE job_id = :job", job=job_id)}
+
+
+@pytest.mark.slow
+def test_temporary_refusals_are_sent_again(make_school, smtp_server, consumer):
+    school = make_school(students=120, smtp=smtp_server, NOTIFY_RETRY_DELAY=0.5)
+    addresses = teacher_addresses(school)
+    greylisted = addresses[3:6]
+    for address in greylisted:
+        smtp_server.reply_for[address] = [TRY_LATER]  # refused once, then accepted
+
+    consumer(school, workers=2)
+    created = school.create_event(TEACHERS, title="Staff meeting")
+    job = school.wait_job_done(created["job_id"], timeout=60)
+
+    assert (job["status"], job["sent"], job["failed"], job["total"]) == ("done", len(addresses), 0, len(addresses))
+    received = sorted(m.rcpt for m in smtp_server.received)
+    assert received == sorted(addresses), "everyone gets it exactly once"
+    attempts = smtp_server.rcpt_attempts
+    assert {a: attempts[a] for a in greylisted} == {a: 2 for a in greylisted}
+    assert all(attempts[a] == 1 for a in addresses if a not in greylisted)
+    rows = rows_by_email(school, created["job_id"])
+    assert {rows[a][:2] for a in greylisted} == {("sent", 2)}
+
+
+@pytest.mark.slow
+def test_permanent_refusals_fail_with_the_reply_and_are_never_retried(make_school, smtp_server, consumer):
+    school = make_school(students=120, smtp=smtp_server, NOTIFY_RETRY_DELAY=0.5)
+    addresses = teacher_addresses(school)
+    unknown = addresses[2:5]
+    for address in unknown:
+        smtp_server.reply_for[address] = NO_SUCH_USER
+    # Someone in the same batch is refused for now, so the batch itself is tried again.
+    smtp_server.reply_for[addresses[-1]] = [TRY_LATER]
+
+    consumer(school, workers=2)
+    created = school.create_event(TEACHERS, title="Staff meeting")
+    job = school.wait_job_done(created["job_id"], timeout=60)
+
+    assert (job["status"], job["sent"], job["failed"]) == ("done", len(addresses) - len(unknown), len(unknown))
+    assert sorted(m.rcpt for m in smtp_server.received) == sorted(a for a in addresses if a not in unknown)
+    attempts = smtp_server.rcpt_attempts
+    assert {a: attempts[a] for a in unknown} == {a: 1 for a in unknown}, "a permanent refusal was tried again"
+    assert attempts[addresses[-1]] == 2
+    rows = rows_by_email(school, created["job_id"])
+    assert {a for a, (status, _, _) in rows.items() if status == "failed"} == set(unknown)
+    assert {rows[a] for a in unknown} == {("failed", 1, NO_SUCH_USER)}
+
+    page = school.logged_in_client().get(f"/jobs/{created['job_id']}")
+    assert page.status_code == 200
+    table = parse(page.data).find("table", class_="failed")
+    assert table is not None, "the job page lists no failed recipients"
+    shown = [row.text for row in table.find_all("tr")[1:]]
+    assert len(shown) == len(unknown)
+    for address in unknown:
+        assert any(address in line and NO_SUCH_USER in line for line in shown), (address, shown)
