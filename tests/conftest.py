@@ -20,8 +20,8 @@ from school.extensions import db
 
 from .pages import csrf_token
 
-# Real-service fixtures (redis_server, smtp_server, consumer) live in tests/services.py.
-pytest_plugins = ["tests.services"] if (Path(__file__).parent / "services.py").exists() else []
+# Real-service fixtures (redis_server, smtp_server, consumer, …) live in tests/services.py.
+pytest_plugins = ["tests.services"]
 
 
 # --- building apps ----------------------------------------------------------------------------
