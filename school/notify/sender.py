@@ -133,6 +133,7 @@ def _send_claimed(batch: NotificationBatch, reschedule) -> str:
     ).all()
     db.session.commit()
     limit = ratelimit.for_config(config)
+    letter = mailer.Letter(event, job_id)
     lease = timedelta(seconds=config["NOTIFY_LEASE_SECONDS"])
     last_error = None
     next_check = time.monotonic() + CHECK_EVERY
@@ -147,7 +148,7 @@ def _send_claimed(batch: NotificationBatch, reschedule) -> str:
                     state = _job_state(job_id)
                     if state in ("paused", "canceled"):
                         return _stop_for(state, batch_id, job_id)
-                message = mailer.build_message(event, job_id, recipient)
+                message = letter.render(recipient)
                 if marked != recipient.id:
                     _mark(None, recipient.id)
                 # Wait for the rate limit last, so nothing but the SMTP exchange lies between the
