@@ -5,6 +5,7 @@ from sqlalchemy import select
 from ..auth.tokens import token_required
 from ..events.services import EventError, create_event, parse_event
 from ..extensions import db
+from ..routing import page_arg
 from ..notify.models import NotificationJob
 from ..notify.services import JobStateError, cancel, pause, progress, resume, retry_failed
 
@@ -44,7 +45,7 @@ def create():
 @bp.get("/jobs")
 @token_required()
 def jobs():
-    page = request.args.get("page", 1, type=int)
+    page = page_arg()
     per_page = min(max(request.args.get("per_page", 20, type=int), 1), MAX_PER_PAGE)
     result = db.paginate(select(NotificationJob).order_by(NotificationJob.id.desc()), page=page,
                          per_page=per_page, error_out=False)

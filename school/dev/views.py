@@ -1,7 +1,8 @@
 """Development only: the messages the local SMTP server stored, as parents would see them."""
-from flask import Blueprint, Response, abort, current_app, render_template, request
+from flask import Blueprint, Response, abort, current_app, render_template
 
 from ..auth.decorators import admin_required
+from ..routing import page_arg
 from . import mailbox as store
 
 bp = Blueprint("dev", __name__, url_prefix="/dev")
@@ -18,7 +19,7 @@ def development_only():
 @bp.get("/mailbox")
 @admin_required
 def mailbox():
-    page = store.listing(store.mailbox_dir(current_app.config), page=request.args.get("page", 1, type=int),
+    page = store.listing(store.mailbox_dir(current_app.config), page=page_arg(),
                          per_page=PER_PAGE)
     return render_template("dev/mailbox.html", listing=page)
 

@@ -6,6 +6,7 @@ from sqlalchemy.orm import joinedload
 
 from ..auth.decorators import admin_required
 from ..extensions import db
+from ..routing import page_arg
 from .models import Notification, NotificationJob
 from .services import JobStateError, cancel, pause, progress, resume, retry_failed
 
@@ -29,7 +30,7 @@ def failed_recipients(job_id: int, limit: int = FAILED_SHOWN):
 
 
 def _job_page():
-    page = request.args.get("page", 1, type=int)
+    page = page_arg()
     query = select(NotificationJob).options(joinedload(NotificationJob.event)).order_by(
         NotificationJob.id.desc())
     jobs = db.paginate(query, page=page, per_page=25, error_out=False)
