@@ -54,12 +54,13 @@ def new():
     if request.method == "POST":
         values, bad_grades = form_data(request.form)
         try:
-            if bad_grades:
-                raise EventError({"grades": "Unknown grade: " + ", ".join(bad_grades)})
-            event = create_event(parse_event(values), current_user)
+            checked = parse_event(values)
         except EventError as exc:
-            errors = exc.fields
-        else:
+            errors = dict(exc.fields)
+        if bad_grades:
+            errors["grades"] = _unknown_grades(bad_grades)
+        if not errors:
+            event = create_event(checked, current_user)
             return redirect(url_for("events.detail", event_id=event.id, created=1))
     status = 422 if errors else 200
     return render_template("events/new.html", values=values, errors=errors, choices=audience_choices(),
@@ -69,8 +70,14 @@ def new():
 @bp.get("/events/reach")
 def reach():
     """The audience picker's live count, swapped in by htmx as staff change the targeting."""
-    data, _ = form_data(request.args)
+    data, bad_grades = form_data(request.args)
+    if bad_grades:
+        return render_template("events/_reach.html", reach={"error": _unknown_grades(bad_grades)})
     return render_template("events/_reach.html", reach=_reach(data["audience"]))
+
+
+def _unknown_grades(raw: list[str]) -> str:
+    return "Unknown grade: " + ", ".join(raw)
 
 
 def _reach(audience: dict):
