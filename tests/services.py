@@ -229,6 +229,51 @@ class SmtpServer:
         return self.received
 
 
+class SilentListener:
+    """A mail server that hangs: it accepts connections on ``port`` and never says a word."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, name="silent-listener", daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self.accepted.append(conn)
+
+    def stop_listening(self) -> None:
+        """Refuse new connections; those already accepted stay open, and silent."""
+        with suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.thread.join(5)
+
+    def close(self) -> None:
+        self.stop_listening()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture
+def silent_listener():
+    """``silent_listener(port)``: a hung mail server on that port until the test ends."""
+    made: list[SilentListener] = []
+
+    def factory(port: int) -> SilentListener:
+        made.append(SilentListener(port))
+        return made[-1]
+
+    yield factory
+    for listener in made:
+        listener.close()
+
+
 # --- consumers -----------------------------------------------------------------------------
 
 def huey_consumer_path() -> str:
@@ -455,6 +500,9 @@ def make_school(request, tmp_path_factory):
         data_dir = tmp_path_factory.mktemp("school")
         if database == "postgres":
             database_url = request.getfixturevalue("pg_url")  # tests/conftest.py: skips without TEST_DATABASE_URL
+            # pg_url drops the database when the test ends, before later fixtures tear down: have
+            # the consumers stop first, rather than fail over a database that is gone.
+            request.node.addfinalizer(lambda: stop_all(request.node.stash.get(_consumers_key, [])))
         else:
             assert database == "sqlite", database
             database_url = None  # the embedded default under DATA_DIR
@@ -499,8 +547,11 @@ def consumer(request, tmp_path_factory):
         return handle.start()
 
     yield factory
+    stop_all(started)
 
-    for handle in started:
+
+def stop_all(consumers: list[Consumer]) -> None:
+    for handle in consumers:
         if handle.alive:
             handle.stop(signal.SIGTERM, timeout=10)
         if handle.alive:

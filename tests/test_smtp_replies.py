@@ -3,6 +3,7 @@ tried again, a permanent one is recorded and left alone."""
 import pytest
 
 from tests.pages import parse
+from tests.services import wait_for
 
 TEACHERS = {"roles": ["teachers"], "grades": [], "classes": []}
 TRY_LATER = "451 4.3.0 Try again later"
@@ -71,3 +72,23 @@ def test_permanent_refusals_fail_with_the_reply_and_are_never_retried(make_schoo
     assert len(shown) == len(unknown)
     for address in unknown:
         assert any(address in line and NO_SUCH_USER in line for line in shown), (address, shown)
+
+
+@pytest.mark.slow
+def test_a_server_that_never_answers_is_given_up_on_and_tried_again(make_school, smtp_server, silent_listener,
+                                                                    consumer):
+    school = make_school(students=120, smtp=smtp_server, MAIL_TIMEOUT=1, NOTIFY_RETRY_DELAY=0.5)
+    addresses = teacher_addresses(school)
+    smtp_server.stop()
+    hung = silent_listener(smtp_server.port)  # takes the connection, never greets
+
+    consumer(school, workers=1)
+    created = school.create_event(TEACHERS, title="Staff meeting")
+    wait_for(lambda: hung.accepted, 30, message="the consumer never connected")
+    hung.stop_listening()  # the first connection stays open and silent: only a timeout ends it
+    smtp_server.start()
+    job = school.wait_job_done(created["job_id"], timeout=60)
+
+    assert (job["status"], job["sent"], job["failed"]) == ("done", len(addresses), 0)
+    assert sorted(m.rcpt for m in smtp_server.received) == sorted(addresses)
+    assert school.scalar("SELECT max(attempts) FROM notification_batches") >= 2
