@@ -6,7 +6,7 @@ forgot to escape. Styles may be inline because the progress bars set their width
 attribute and htmx adds its indicator rules; CSS cannot run script.
 """
 from flask import Flask, current_app, render_template, request
-from flask_limiter import Limiter, RequestLimit
+from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
 CSP = "; ".join((
@@ -50,7 +50,10 @@ def _account_key() -> str:
     return "account:" + request.form.get("email", "").strip().lower()
 
 
-def _throttled(_limit: RequestLimit):
+def _throttled(error: RateLimitExceeded):
+    """The login form again, saying why; any other limit answers as the app's other errors do."""
+    if request.endpoint != "auth.login":
+        return error
     response = current_app.make_response(
         (render_template("auth/login.html", error=THROTTLED, email=request.form.get("email", "").strip()), 429))
     response.headers["Retry-After"] = "60"
@@ -82,8 +85,8 @@ def init_app(app: Flask) -> Limiter:
     login = app.view_functions["auth.login"]
     for limit, key in ((app.config["LOGIN_LIMIT_PER_ADDRESS"], get_remote_address),
                        (app.config["LOGIN_LIMIT_PER_ACCOUNT"], _account_key)):
-        login = limiter.limit(limit, key_func=key, methods=["POST"], deduct_when=_failed_login,
-                              on_breach=_throttled)(login)
+        login = limiter.limit(limit, key_func=key, methods=["POST"], deduct_when=_failed_login)(login)
     app.view_functions["auth.login"] = login
+    app.register_error_handler(RateLimitExceeded, _throttled)
     app.extensions["school_limiter"] = limiter
     return limiter
