@@ -15,12 +15,15 @@ With ``REDIS_URL`` both live on Redis, on Redis's clock, shared by every process
 otherwise they are shared by the threads of one process. A sender that reaches the limit waits
 its turn: it is paced, never failed.
 """
+import logging
 import math
 import threading
 import time
 import uuid
 
 from limits import parse
+
+log = logging.getLogger(__name__)
 
 KEY = "mail"
 MAX_SLEEP = 0.25
@@ -61,9 +64,17 @@ class Permit:
         self.token = token
 
     def done(self) -> None:
-        if self.token is not None:
-            self.limit._finish(self.token)
-            self.token = None
+        """Stop counting the message as in flight. Never raises: it runs once the SMTP exchange is
+        over, and an error here would hide how it went, so a message the server took would be
+        thought unsent and sent again. A finish that cannot reach Redis only makes the message
+        count until its in-flight time runs out."""
+        token, self.token = self.token, None
+        if token is None:
+            return
+        try:
+            self.limit._finish(token)
+        except Exception as exc:
+            log.warning("rate limit: could not record a finished message (%s)", exc)
 
     def __enter__(self) -> "Permit":
         return self
