@@ -85,12 +85,9 @@ def _queue_was_reset(huey) -> bool:
     """True when the queue's storage lost everything since the last sweep (a new, empty Redis).
 
     A marker is kept in the queue's own storage; if it is gone, so is every task queued before.
+    It is written only where absent, atomically, so of several sweeps at once one sees the reset.
     """
-    storage = huey.storage
-    if storage.peek_data(EPOCH_KEY) is not None:
-        return False
-    storage.put_data(EPOCH_KEY, str(time.time()).encode())
-    return True
+    return huey.storage.put_if_empty(EPOCH_KEY, str(time.time()).encode())
 
 
 def sweep(huey, stale_after: float | None = None) -> SweepReport:
@@ -110,8 +107,9 @@ def sweep(huey, stale_after: float | None = None) -> SweepReport:
     queue_idle = reset or (huey.pending_count() == 0)
 
     live = NotificationJob.status.in_(("queued", "running"))
-    for job in db.session.scalars(select(NotificationJob).where(live, NotificationJob.dispatched_at.is_(None))):
-        report.dispatched += dispatch(job)
+    just_dispatched = [job.id for job in db.session.scalars(
+        select(NotificationJob).where(live, NotificationJob.dispatched_at.is_(None))).all() if dispatch(job)]
+    report.dispatched = len(just_dispatched)
 
     lost = [NotificationJob.fanout_lease_until < now]
     if reset:
@@ -119,9 +117,11 @@ def sweep(huey, stale_after: float | None = None) -> SweepReport:
     elif queue_idle:
         lost.append(NotificationJob.fanout_lease_until.is_(None) & (NotificationJob.dispatched_at < stale))
     lost_fanout = or_(*lost)
+    # A job dispatched a moment ago has no fan-out lease yet; after a reset it would look lost.
     jobs = db.session.scalars(select(NotificationJob).where(
         live | (NotificationJob.status == "paused"), NotificationJob.fanout_done.is_(False),
-        NotificationJob.dispatched_at.is_not(None), lost_fanout)).all()
+        NotificationJob.dispatched_at.is_not(None), NotificationJob.id.not_in(just_dispatched),
+        lost_fanout)).all()
     for job in jobs:
         try:
             enqueue_fanout(job.id, job.priority)
