@@ -20,7 +20,7 @@ def test_create_an_event_and_watch_it_reach_everyone(make_school, smtp_server, c
     from playwright.sync_api import expect
 
     # Paced so that sending lasts a few seconds: the page is watched while it happens.
-    school = make_school(students=360, smtp=smtp_server, MAIL_RATE_LIMIT="15/second")
+    school = make_school(students=360, smtp=smtp_server, MAIL_RATE_LIMIT="10/second")
     with school.app.app_context():
         whole = count(Audience(("guardians",))).recipients
         reach = count(Audience(("guardians", "students"), grades=(GRADE,))).recipients
