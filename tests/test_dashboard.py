@@ -86,7 +86,8 @@ def test_running_jobs_failures_and_throughput(make_school, redis_server, smtp_se
     assert "Sports day" in row.text
 
     job = school.wait_job_done(created["job_id"], 90)
-    page = panel(client)
+    # Consumers add their counts to the shared store once a second.
+    page = wait_for(lambda: (p := panel(client)) is not None and stat(p, "sent-15m") == f"{job['sent']:,}" and p, 10)
     assert page.find("tr", data_job=str(created["job_id"])) is None  # done: no longer in progress
     failures = page.find("table", class_="failed")
     assert failures is not None

@@ -130,7 +130,8 @@ def test_queue_shows_waiting_tasks_consumers_and_what_was_sent(make_school, redi
     received = len(smtp_server.received)
     assert received == job["sent"] > 0
 
-    after = wait_for(lambda: (q := _queue(school))["consumers"]["alive"] == 1 and q["jobs"]["done"] == 1 and q, 10)
+    after = wait_for(lambda: (q := _queue(school))["consumers"]["alive"] == 1 and q["jobs"]["done"] == 1
+                     and q["sent_last"]["15m"] == received and q, 10)
     [seen] = after["consumers"]["list"]
     assert (seen["pid"], seen["workers"], seen["state"]) == (worker.pid, 3, "alive")
     assert seen["seconds_since_seen"] <= 3

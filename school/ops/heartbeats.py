@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ..queue import get_app, huey
+from . import metrics
 from . import store as store_module
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class Heartbeat:
             if self.workers:
                 return
             self.done.set()
+        metrics.flush()
         self.beat()
 
     def beat(self) -> None:

@@ -6,8 +6,11 @@ one custom collector. Any web worker can answer a scrape and every answer is the
 """
 from __future__ import annotations
 
+import atexit
 import bisect
 import logging
+import os
+import threading
 import time
 from contextlib import contextmanager
 
@@ -28,6 +31,8 @@ HISTOGRAMS = {
 # A recipient's outcome after one SMTP attempt, as the sender records it.
 OUTCOMES = {"sent": "sent", "failed": "failed", "pending": "deferred"}
 
+FLUSH_EVERY = 1.0  # seconds a consumer keeps its counts before adding them to the store
+
 _last_warning = 0.0
 
 
@@ -39,10 +44,63 @@ def _warn_once_a_minute(what: str, exc: Exception) -> None:
                     what, type(exc).__name__, exc)
 
 
+class _Pending:
+    """What a consumer counted in the last second, added to the store in one write per second
+    instead of one per message (sending is the hot path; a count may wait, a message should not).
+    Flushed when the consumer stops; a consumer killed with -9 loses at most a second of counts."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.data: dict = {}
+        self.pid = None
+
+    def add(self, store, counters: dict[str, float], series: dict[tuple[str, int], float]) -> None:
+        with self.lock:
+            if self.pid != os.getpid():  # first use in this process (or in a forked worker)
+                self.pid, self.data = os.getpid(), {}
+                threading.Thread(target=self._run, name="school-metrics", daemon=True).start()
+            pending_counters, pending_series = self.data.setdefault(store, ({}, {}))
+            for key, amount in counters.items():
+                pending_counters[key] = pending_counters.get(key, 0.0) + amount
+            for key, amount in series.items():
+                pending_series[key] = pending_series.get(key, 0.0) + amount
+
+    def flush(self) -> None:
+        with self.lock:
+            data, self.data = self.data, {}
+        for store, (counters, series) in data.items():
+            try:
+                store.add(counters, series)
+            except Exception as exc:
+                _warn_once_a_minute("the last second's counts", exc)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(FLUSH_EVERY)
+            self.flush()
+
+
+_pending = _Pending()
+atexit.register(_pending.flush)
+
+
+def flush() -> None:
+    """Add what this process has counted but not yet stored (a consumer on its way out)."""
+    _pending.flush()
+
+
 def _add(what: str, counters: dict[str, float], series: dict[str, float] | None = None) -> None:
     """Recording never gets in the way of the work being recorded."""
+    from flask import current_app
+
+    bucket = store_module.bucket_of()
+    series = {(name, bucket): amount for name, amount in (series or {}).items()}
     try:
-        store_module.current().add(counters, series)
+        store = store_module.for_config(current_app.config)
+        if current_app.config.get("CONSUMER"):
+            _pending.add(store, counters, series)
+        else:  # web requests are few: store at once, so the next page shows them
+            store.add(counters, series)
     except Exception as exc:
         _warn_once_a_minute(what, exc)
 
@@ -95,13 +153,15 @@ class SchoolCollector:
     def collect(self):
         from . import stats
 
-        parts = (self._counters, lambda: self._aggregates(stats), lambda: self._queue(stats),
-                 lambda: self._consumers(stats))
-        for part in parts:
+        parts = {"the shared counters": self._counters, "the job totals": lambda: self._aggregates(stats),
+                 "the queue": lambda: self._queue(stats), "the heartbeats": lambda: self._consumers(stats)}
+        for what, part in parts.items():
             try:
-                yield from part()
+                families = list(part())  # all or nothing: never half a family
             except Exception as exc:
-                log.warning("metrics: %s could not be read (%s: %s)", part, type(exc).__name__, exc)
+                log.warning("metrics: %s could not be read (%s: %s)", what, type(exc).__name__, exc)
+                continue
+            yield from families
 
     def _counters(self):
         counters = store_module.current().counters()

@@ -30,13 +30,12 @@ class RedisStore:
                                            health_check_interval=30)
         self.prefix = f"{namespace}:ops:"
 
-    def add(self, counters: dict[str, float], series: dict[str, float] | None = None, at: float | None = None) -> None:
-        """Add to counters and to the current bucket of series, in one round trip."""
+    def add(self, counters: dict[str, float], series: dict[tuple[str, int], float] | None = None) -> None:
+        """Add to counters and to series buckets (``{(name, bucket): amount}``), in one round trip."""
         pipe = self.client.pipeline(transaction=False)
         for key, amount in counters.items():
             pipe.hincrbyfloat(self.prefix + "counters", key, amount)
-        bucket = bucket_of(at)
-        for name, amount in (series or {}).items():
+        for (name, bucket), amount in (series or {}).items():
             key = f"{self.prefix}series:{name}:{bucket}"
             pipe.incrbyfloat(key, amount)
             pipe.expire(key, SERIES_KEEP)
@@ -96,9 +95,8 @@ class SqliteStore:
             self.local.conn, self.local.pid = conn, os.getpid()
         return conn
 
-    def add(self, counters: dict[str, float], series: dict[str, float] | None = None, at: float | None = None) -> None:
+    def add(self, counters: dict[str, float], series: dict[tuple[str, int], float] | None = None) -> None:
         conn = self._connection()
-        bucket = bucket_of(at)
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(
@@ -109,9 +107,9 @@ class SqliteStore:
                 conn.executemany(
                     "INSERT INTO series (namespace, name, bucket, value) VALUES (?, ?, ?, ?)"
                     " ON CONFLICT (namespace, name, bucket) DO UPDATE SET value = value + excluded.value",
-                    [(self.namespace, name, bucket, amount) for name, amount in series.items()])
+                    [(self.namespace, name, bucket, amount) for (name, bucket), amount in series.items()])
                 conn.execute("DELETE FROM series WHERE namespace = ? AND bucket < ?",
-                             (self.namespace, bucket - SERIES_KEEP))
+                             (self.namespace, bucket_of() - SERIES_KEEP))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
