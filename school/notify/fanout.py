@@ -60,15 +60,32 @@ def run_fanout(job_id: int, owner: str, enqueue_batch) -> int:
     next_seq = (db.session.scalar(select(func.max(NotificationBatch.seq)).where(NotificationBatch.job_id == job_id))
                 or 0) + 1
     db.session.commit()  # end the read transaction before the long stream (SQLite holds a lock while open)
+    try:
+        added = _write(job_id, audience, size, lease, priority, next_seq, enqueue_batch)
+    except Exception:
+        # Give the lease back at once, so the task's own retry can take over in seconds instead of
+        # finding it held until it expires.
+        db.session.rollback()
+        db.session.execute(update(NotificationJob).where(
+            NotificationJob.id == job_id, NotificationJob.fanout_owner == owner).values(fanout_lease_until=None))
+        db.session.commit()
+        raise
+    finish_if_complete(job_id)
+    return added
 
+
+def _write(job_id: int, audience: Audience, size: int, lease: timedelta, priority: int, next_seq: int,
+           enqueue_batch) -> int:
     added = 0
+    queue_up = True  # after one failure to queue a batch, the rest are left to the sweeper too
     stream = recipients(audience)
     while chunk := list(islice(stream, size)):
         if db.session.scalar(select(NotificationJob.status).where(NotificationJob.id == job_id)) == "canceled":
             break  # nothing more to write for a canceled job
         batch_id = db.session.execute(
             insert(NotificationBatch).values(job_id=job_id, seq=next_seq, status="queued", size=0,
-                                             enqueued_at=utcnow()).returning(NotificationBatch.id)
+                                             enqueued_at=utcnow() if queue_up else None)
+            .returning(NotificationBatch.id)
         ).scalar_one()
         rows = [{"job_id": job_id, "batch_id": batch_id, "email": r.email, "name": r.name,
                  "roles": ",".join(r.roles), "children": ", ".join(r.children), "status": "pending"}
@@ -85,8 +102,8 @@ def run_fanout(job_id: int, owner: str, enqueue_batch) -> int:
         else:
             db.session.execute(NotificationBatch.__table__.delete().where(NotificationBatch.id == batch_id))
         db.session.commit()
-        if written:
-            enqueue_batch(batch_id, priority)
+        if written and queue_up:
+            queue_up = _hand_out(batch_id, priority, enqueue_batch)
 
     skipped = count(audience).skipped
     db.session.execute(
@@ -94,8 +111,21 @@ def run_fanout(job_id: int, owner: str, enqueue_batch) -> int:
         .values(fanout_done=True, skipped=skipped, fanout_lease_until=None)
     )
     db.session.commit()
-    finish_if_complete(job_id)
     return added
+
+
+def _hand_out(batch_id: int, priority: int, enqueue_batch) -> bool:
+    """Queue a written batch; False if the queue cannot take it. The fan-out goes on all the same:
+    the batch is saved, and marked not enqueued so the sweeper hands it out once the queue is back."""
+    try:
+        enqueue_batch(batch_id, priority)
+    except Exception as exc:
+        log.warning("batch %s: queue unreachable (%s); the sweeper will hand out this and later batches",
+                    batch_id, exc)
+        db.session.execute(update(NotificationBatch).where(NotificationBatch.id == batch_id).values(enqueued_at=None))
+        db.session.commit()
+        return False
+    return True
 
 
 def _insert_new(rows: list[dict]) -> int:
