@@ -29,14 +29,28 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-# Every setting school/config.py reads. A test's processes get exactly the values the test
-# chose, never whatever the shell that started pytest happened to export.
-SETTINGS = (
-    "APP_ENV", "DATA_DIR", "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "HUEY_NAME", "MAIL_SERVER",
-    "MAIL_PORT", "MAIL_USE_TLS", "MAIL_USE_SSL", "MAIL_USERNAME", "MAIL_PASSWORD", "MAIL_DEFAULT_SENDER",
-    "MAIL_TIMEOUT", "MAIL_RATE_LIMIT", "NOTIFY_BATCH_SIZE", "NOTIFY_RETRIES", "NOTIFY_RETRY_DELAY",
-    "NOTIFY_RETRY_BACKOFF", "NOTIFY_LEASE_SECONDS", "NOTIFY_SWEEP_INTERVAL", "PUBLIC_URL", "RETENTION_DAYS",
-)
+
+class _AskedFor(dict):
+    """An empty environment that remembers every variable asked of it."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: set[str] = set()
+
+    def get(self, name, default=None):
+        self.names.add(name)
+        return default
+
+
+def setting_names() -> frozenset[str]:
+    """Every variable school/config.py reads, found by letting it read an empty environment."""
+    from school import config
+
+    asked = _AskedFor()
+    config.load(asked)
+    return frozenset(asked.names)
+
+
 SENDER = "Springfield School <notices@springfield-school.example.org>"
 ADMIN_EMAIL = "admin@springfield-school.example.org"
 ADMIN_PASSWORD = "correct horse battery staple"
@@ -70,7 +84,10 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, message=None):
 
 
 def _clean_environ() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in SETTINGS and k != "FLASK_APP"}
+    """This process's environment without any of the app's settings: a test's processes get
+    exactly the values the test chose, never whatever the shell that started pytest exported."""
+    excluded = setting_names() | {"FLASK_APP"}
+    return {k: v for k, v in os.environ.items() if k not in excluded}
 
 
 # --- redis-server --------------------------------------------------------------------------
