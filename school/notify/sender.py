@@ -9,10 +9,11 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import Integer, bindparam, case, func, literal, or_, select, update
 
 from ..events.models import Event
 from ..extensions import db
@@ -77,16 +78,52 @@ def recount(batch_id: int, **values) -> None:
     )
 
 
-def _mark(done_id: int | None, next_id: int | None, **outcome) -> int | None:
-    """Record one recipient's outcome and mark the next one "sending", in one commit."""
-    if done_id is not None:
-        db.session.execute(update(Notification).where(Notification.id == done_id).values(**outcome))
-        metrics.message_outcome(outcome["status"])
-    if next_id is not None:
-        db.session.execute(update(Notification).where(Notification.id == next_id)
-                           .values(status="sending", attempts=Notification.attempts + 1))
-    db.session.commit()
-    return next_id
+def _mark_statement():
+    """One UPDATE that records the outcome of row ``done`` and marks row ``next`` "sending"."""
+    rows = Notification.__table__
+    done, following = bindparam("done", type_=Integer), bindparam("next", type_=Integer)
+    is_done = rows.c.id == done
+    return update(rows).where(rows.c.id.in_([done, following])).values(
+        status=case((is_done, bindparam("status", type_=rows.c.status.type)), else_=literal("sending")),
+        attempts=case((rows.c.id == following, rows.c.attempts + 1), else_=rows.c.attempts),
+        sent_at=case((is_done, func.coalesce(bindparam("sent_at", type_=rows.c.sent_at.type), rows.c.sent_at)),
+                     else_=rows.c.sent_at),
+        last_error=case((is_done, bindparam("last_error", type_=rows.c.last_error.type)),
+                        else_=rows.c.last_error),
+    )
+
+
+_MARK = _mark_statement()
+
+
+class _Marks:
+    """Records outcomes over one connection held for the whole batch.
+
+    Through the session every message cost a pool checkout (with its ping), BEGIN, two UPDATEs
+    and COMMIT: five round trips. Here it is one statement and its commit; on PostgreSQL that
+    statement runs in autocommit mode, where it is its own transaction: one round trip.
+    """
+
+    def __init__(self, connection):
+        self.connection = connection
+
+    def __call__(self, done_id: int | None, next_id: int | None, status: str | None = None,
+                 sent_at=None, last_error: str | None = None) -> int | None:
+        """Record one recipient's outcome and mark the next one "sending", in one commit."""
+        self.connection.execute(_MARK, {"done": done_id, "next": next_id, "status": status, "sent_at": sent_at,
+                                        "last_error": last_error})
+        self.connection.commit()
+        if done_id is not None:
+            metrics.message_outcome(status)
+        return next_id
+
+
+@contextmanager
+def _marks():
+    with db.engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield _Marks(connection)
 
 
 def _job_state(job_id: int) -> str:
@@ -138,14 +175,14 @@ def _send_claimed(batch: NotificationBatch, reschedule) -> str:
     last_error = None
     next_check = time.monotonic() + CHECK_EVERY
     try:
-        with mailer.Outbox() as outbox:
+        with mailer.Outbox() as outbox, _marks() as _mark:
             marked = None  # the recipient already marked "sending"
             for index, recipient in enumerate(todo):
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + CHECK_EVERY
                     recount(batch_id, lease_until=utcnow() + lease)
-                    db.session.commit()
                     state = _job_state(job_id)
+                    db.session.commit()  # never hold a transaction while _mark writes on its own connection
                     if state in ("paused", "canceled"):
                         return _stop_for(state, batch_id, job_id)
                 message = letter.render(recipient)
