@@ -42,18 +42,22 @@ class Tally:
     canceled: int
     per_recipient: Counter
     message_ids: dict
+    notes: dict
 
     def line(self) -> str:
+        notes = "".join(f" {name}={value}" for name, value in self.notes.items())
         return (f"RELIABILITY fault={self.fault!r} recipients={self.recipients} sent={self.sent} "
-                f"duplicates={self.duplicates} lost={self.lost} failed={self.failed} canceled={self.canceled}")
+                f"duplicates={self.duplicates} lost={self.lost} failed={self.failed} canceled={self.canceled}"
+                + notes)
 
     @property
     def twice(self) -> list[str]:
         return sorted(a for a, n in self.per_recipient.items() if n > 1)
 
 
-def tally(fault: str, school: School, smtp: SmtpServer, job_id: int, expected: set[str]) -> Tally:
-    """Count the job's outcome and print it as one line (``pytest -s`` shows it)."""
+def tally(fault: str, school: School, smtp: SmtpServer, job_id: int, expected: set[str], **notes) -> Tally:
+    """Count the job's outcome and print it as one line (``pytest -s`` shows it), with ``notes``
+    (what else the test saw, e.g. how many messages had arrived when the fault struck)."""
     received = job_messages(smtp, job_id)
     per_recipient = Counter(m.rcpt for m in received)
     strangers = set(per_recipient) - expected
@@ -73,6 +77,7 @@ def tally(fault: str, school: School, smtp: SmtpServer, job_id: int, expected: s
         canceled=sum(1 for s in statuses.values() if s == "canceled"),
         per_recipient=per_recipient,
         message_ids=message_ids,
+        notes=notes,
     )
     print(f"\n{result.line()}")
     return result

@@ -53,12 +53,13 @@ def test_kill9_consumer_mid_job(make_school, redis_server, smtp_server, consumer
     doomed = consumer(school, workers=workers)
     smtp_server.wait_for_count(1000, 90)
     doomed.kill()
-    assert smtp_server.count() < len(expected), "the job ended before the consumer could be killed"
+    at_fault = smtp_server.count()
+    assert at_fault < len(expected), "the job ended before the consumer could be killed"
 
     consumer(school, workers=workers)
     job = school.wait_job_done(job_id, 180)
 
-    result = tally("kill -9 mid-job", school, smtp_server, job_id, expected)
+    result = tally("kill -9 mid-job", school, smtp_server, job_id, expected, received_at_kill=at_fault)
     assert result.lost == 0
     assert set(result.per_recipient) == expected, "someone never got the email"
     assert result.duplicates <= workers, f"{result.twice} got it more than once"
@@ -80,12 +81,14 @@ def test_redis_restarted_empty_mid_job(make_school, redis_server, smtp_server, c
     consumer(school, workers=4)
     smtp_server.wait_for_count(300, 60)
     redis_server.stop()
-    assert smtp_server.count() < len(expected), "the job ended before Redis could be stopped"
+    at_fault = smtp_server.count()
+    assert at_fault < len(expected), "the job ended before Redis could be stopped"
     time.sleep(2)
     redis_server.start()  # nothing persisted: an empty Redis
 
     job = school.wait_job_done(job_id, 120)
-    result = tally("Redis restarted empty mid-job", school, smtp_server, job_id, expected)
+    result = tally("Redis restarted empty mid-job", school, smtp_server, job_id, expected,
+                   received_at_stop=at_fault)
     assert result.lost == 0
     assert set(result.per_recipient) == expected
     assert result.duplicates == 0, f"{result.twice} got it more than once"
@@ -141,13 +144,15 @@ def test_smtp_unreachable_mid_job(make_school, redis_server, smtp_server, consum
     consumer(school, workers=workers)
     smtp_server.wait_for_count(150, 60)
     smtp_server.stop()
+    at_fault = smtp_server.count()
     time.sleep(SMTP_OUTAGE)
-    assert smtp_server.count() < len(expected), "the job ended before the SMTP server went away"
+    assert at_fault < len(expected), "the job ended before the SMTP server went away"
     assert school.job(job_id)["status"] == "running"
     smtp_server.start()
 
     job = school.wait_job_done(job_id, 90)
-    result = tally(f"SMTP server unreachable for {SMTP_OUTAGE} s mid-job", school, smtp_server, job_id, expected)
+    result = tally(f"SMTP server unreachable for {SMTP_OUTAGE} s mid-job", school, smtp_server, job_id, expected,
+                   received_at_stop=at_fault)
     assert result.lost == 0
     assert set(result.per_recipient) == expected
     # Only a message whose DATA the server took as it went away can arrive again.
@@ -221,7 +226,8 @@ def test_pause_then_resume(make_school, redis_server, smtp_server, consumer):
     assert parse(response.data).find("span", data_status="running") is not None
     job = school.wait_job_done(job_id, 60)
 
-    result = tally("pause, then resume", school, smtp_server, job_id, expected)
+    result = tally("pause, then resume", school, smtp_server, job_id, expected, received_at_pause=at_pause,
+                   after_pause=paused_at - at_pause)
     assert result.lost == 0 and result.duplicates == 0, result.twice
     assert set(result.per_recipient) == expected
     assert (job["status"], job["sent"]) == ("done", len(expected))
@@ -235,11 +241,13 @@ def test_cancel_mid_job(make_school, redis_server, smtp_server, consumer):
     consumer(school, workers=2)
     smtp_server.wait_for_count(60, 60)
 
+    at_cancel = smtp_server.count()
     assert control(school, job_id, "cancel")["status"] == "canceled"
     wait_for(lambda: settled(school, job_id), 10, message="batches kept sending after the cancel")
-    stays_flat(smtp_server)
+    canceled_at = stays_flat(smtp_server)
 
-    result = tally("cancel mid-job", school, smtp_server, job_id, expected)
+    result = tally("cancel mid-job", school, smtp_server, job_id, expected, received_at_cancel=at_cancel,
+                   after_cancel=canceled_at - at_cancel)
     rows = dict(school.sql("SELECT email, status FROM notifications WHERE job_id = :job", job=job_id))
     canceled = {email for email, status in rows.items() if status == "canceled"}
     sent = {email for email, status in rows.items() if status == "sent"}
@@ -272,7 +280,8 @@ def test_retry_failed_sends_only_to_the_failed(make_school, redis_server, smtp_s
     job = school.wait_job_done(job_id, 60)
     assert sorted(m.rcpt for m in smtp_server.received[before:]) == sorted(refused)
 
-    result = tally("retry-failed after 550s", school, smtp_server, job_id, expected)
+    result = tally("retry-failed after 550s", school, smtp_server, job_id, expected, refused=len(refused),
+                   sent_by_retry=smtp_server.count() - before)
     assert result.duplicates == 0, f"{result.twice} got it more than once"
     assert set(result.per_recipient) == expected and result.lost == 0
     attempts = smtp_server.rcpt_attempts
@@ -304,11 +313,13 @@ def test_graceful_stop_mid_batch(sig, make_school, redis_server, smtp_server, co
     assert settled(school, job_id), "the consumer exited holding a batch"
     assert school.scalar("SELECT count(*) FROM notifications WHERE job_id = :job AND status = 'sending'",
                          job=job_id) == 0
-    assert smtp_server.count() < len(expected)
+    at_fault = smtp_server.count()
+    assert at_fault < len(expected)
 
     consumer(school, workers=2, MAIL_RATE_LIMIT="0")
     job = school.wait_job_done(job_id, 60)
-    result = tally(f"{signal.Signals(sig).name} mid-batch", school, smtp_server, job_id, expected)
+    result = tally(f"{signal.Signals(sig).name} mid-batch", school, smtp_server, job_id, expected,
+                   received_at_exit=at_fault)
     assert result.lost == 0 and result.duplicates == 0, result.twice
     assert set(result.per_recipient) == expected
     assert job["status"] == "done"
