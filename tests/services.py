@@ -7,6 +7,7 @@ is exercised through the same processes and protocols production uses, on 127.0.
 """
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import itertools
@@ -168,7 +169,8 @@ class RecordingHandler:
 
     ``reply_for[address]`` is either a string (that reply to every attempt, e.g. a permanent
     ``"550 5.1.1 No such user"``) or a list consumed one reply per attempt, after which the
-    address is accepted (e.g. ``["451 4.3.0 Try again later"]``).
+    address is accepted (e.g. ``["451 4.3.0 Try again later"]``). ``delay_for[address]`` is a
+    list of seconds to wait before answering, also one per attempt (a slow server).
     """
 
     def __init__(self):
@@ -176,12 +178,17 @@ class RecordingHandler:
         self.received: list[Received] = []
         self.rcpt_attempts: Counter[str] = Counter()
         self.reply_for: dict[str, str | list[str]] = {}
+        self.delay_for: dict[str, list[float]] = {}
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:
             self.rcpt_attempts[address] += 1
             scripted = self.reply_for.get(address)
             reply = scripted if isinstance(scripted, str) else (scripted.pop(0) if scripted else None)
+            delays = self.delay_for.get(address)
+            delay = delays.pop(0) if delays else 0
+        if delay:
+            await asyncio.sleep(delay)
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
@@ -226,6 +233,10 @@ class SmtpServer:
     @property
     def reply_for(self) -> dict[str, str | list[str]]:
         return self.handler.reply_for
+
+    @property
+    def delay_for(self) -> dict[str, list[float]]:
+        return self.handler.delay_for
 
     @property
     def received(self) -> list[Received]:

@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -34,6 +35,10 @@ _active: set[int] = set()
 _active_changed = threading.Condition()
 
 
+class LeaseLost(RuntimeError):
+    """The batch is no longer this worker's: its lease ran out and someone else may be sending it."""
+
+
 def wait_for_release(timeout: float) -> bool:
     """Block until no batch of this process is being sent, or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
@@ -47,7 +52,11 @@ def wait_for_release(timeout: float) -> bool:
 
 
 def claim(batch_id: int) -> NotificationBatch | None:
-    """Lease the batch if it is waiting, or if the worker that held it stopped renewing."""
+    """Lease the batch if it is waiting, or if the worker that held it stopped renewing.
+
+    Each claim has an owner of its own (not just this process's), which every later write of
+    the worker checks: after its lease ran out it cannot write, and so stops.
+    """
     now = utcnow()
     lease = timedelta(seconds=current_app.config["NOTIFY_LEASE_SECONDS"])
     result = db.session.execute(
@@ -57,7 +66,7 @@ def claim(batch_id: int) -> NotificationBatch | None:
             or_(NotificationBatch.status == "queued",
                 (NotificationBatch.status == "sending") & (NotificationBatch.lease_until < now)),
         )
-        .values(status="sending", lease_owner=OWNER, lease_until=now + lease,
+        .values(status="sending", lease_owner=f"{OWNER}:{uuid.uuid4().hex[:12]}", lease_until=now + lease,
                 attempts=NotificationBatch.attempts + 1)
     )
     db.session.commit()
@@ -66,24 +75,33 @@ def claim(batch_id: int) -> NotificationBatch | None:
     return db.session.get(NotificationBatch, batch_id)
 
 
-def recount(batch_id: int, **values) -> None:
-    """Set the batch's counters from its rows (and any other ``values``) in one statement."""
+def recount(batch_id: int, owner: str | None = None, **values) -> None:
+    """Set the batch's counters from its rows (and any other ``values``) in one statement.
+
+    With ``owner``, only while that claim holds the batch; ``LeaseLost`` otherwise.
+    """
     rows = select(Notification.status, func.count()).where(Notification.batch_id == batch_id).group_by(
         Notification.status)
     counts = dict(db.session.execute(rows).all())
-    db.session.execute(
-        update(NotificationBatch).where(NotificationBatch.id == batch_id).values(
-            sent=counts.get("sent", 0), failed=counts.get("failed", 0), canceled=counts.get("canceled", 0),
-            **values)
-    )
+    statement = update(NotificationBatch).where(NotificationBatch.id == batch_id)
+    if owner is not None:
+        statement = statement.where(NotificationBatch.lease_owner == owner)
+    result = db.session.execute(statement.values(
+        sent=counts.get("sent", 0), failed=counts.get("failed", 0), canceled=counts.get("canceled", 0), **values))
+    if owner is not None and result.rowcount != 1:
+        db.session.rollback()
+        raise LeaseLost(batch_id)
 
 
 def _mark_statement():
-    """One UPDATE that records the outcome of row ``done`` and marks row ``next`` "sending"."""
-    rows = Notification.__table__
+    """One UPDATE that records the outcome of row ``done`` and marks row ``next`` "sending",
+    provided the claim ``owner`` still holds batch ``batch``."""
+    rows, batches = Notification.__table__, NotificationBatch.__table__
     done, following = bindparam("done", type_=Integer), bindparam("next", type_=Integer)
     is_done = rows.c.id == done
-    return update(rows).where(rows.c.id.in_([done, following])).values(
+    held = select(batches.c.id).where(batches.c.id == bindparam("batch", type_=Integer),
+                                      batches.c.lease_owner == bindparam("owner", type_=batches.c.lease_owner.type))
+    return update(rows).where(rows.c.id.in_([done, following]), held.exists()).values(
         status=case((is_done, bindparam("status", type_=rows.c.status.type)), else_=literal("sending")),
         attempts=case((rows.c.id == following, rows.c.attempts + 1), else_=rows.c.attempts),
         sent_at=case((is_done, func.coalesce(bindparam("sent_at", type_=rows.c.sent_at.type), rows.c.sent_at)),
@@ -104,26 +122,34 @@ class _Marks:
     statement runs in autocommit mode, where it is its own transaction: one round trip.
     """
 
-    def __init__(self, connection):
+    def __init__(self, connection, batch_id: int, owner: str):
         self.connection = connection
+        self.batch_id = batch_id
+        self.owner = owner
 
     def __call__(self, done_id: int | None, next_id: int | None, status: str | None = None,
                  sent_at=None, last_error: str | None = None) -> int | None:
-        """Record one recipient's outcome and mark the next one "sending", in one commit."""
-        self.connection.execute(_MARK, {"done": done_id, "next": next_id, "status": status, "sent_at": sent_at,
-                                        "last_error": last_error})
+        """Record one recipient's outcome and mark the next one "sending", in one commit.
+
+        ``LeaseLost`` if the batch is no longer held by this claim.
+        """
+        result = self.connection.execute(_MARK, {
+            "done": done_id, "next": next_id, "status": status, "sent_at": sent_at, "last_error": last_error,
+            "batch": self.batch_id, "owner": self.owner})
         self.connection.commit()
+        if result.rowcount == 0:
+            raise LeaseLost(self.batch_id)
         if done_id is not None:
             metrics.message_outcome(status)
         return next_id
 
 
 @contextmanager
-def _marks():
+def _marks(batch_id: int, owner: str):
     with db.engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-        yield _Marks(connection)
+        yield _Marks(connection, batch_id, owner)
 
 
 def _job_state(job_id: int) -> str:
@@ -133,7 +159,8 @@ def _job_state(job_id: int) -> str:
 def send(batch_id: int, reschedule) -> str:
     """Send what is pending in the batch. ``reschedule(batch_id, delay, priority)`` queues a retry.
 
-    Returns what became of the batch: done, retry, released, paused, canceled or skipped.
+    Returns what became of the batch: done, retry, released, paused, canceled, skipped, or lost
+    (its lease ran out mid-batch and the sweeper gave it to another worker).
     """
     batch = claim(batch_id)
     if batch is None:
@@ -142,6 +169,11 @@ def send(batch_id: int, reschedule) -> str:
         _active.add(batch_id)
     try:
         return _send_claimed(batch, reschedule)
+    except LeaseLost:
+        # Someone else has the batch now and sends what is left: leave it all to them.
+        db.session.rollback()
+        log.warning("batch %s: lease ran out mid-batch; stopped and left the batch to its new owner", batch_id)
+        return "lost"
     except Exception:
         # Whatever went wrong, give the batch back so the sweeper can offer it again.
         db.session.rollback()
@@ -155,7 +187,7 @@ def send(batch_id: int, reschedule) -> str:
 
 def _send_claimed(batch: NotificationBatch, reschedule) -> str:
     config = current_app.config
-    batch_id, job_id, attempt = batch.id, batch.job_id, batch.attempts
+    batch_id, job_id, attempt, owner = batch.id, batch.job_id, batch.attempts, batch.lease_owner
     job = db.session.get(NotificationJob, job_id)
     priority = job.priority
     if job.status in ("paused", "canceled"):
@@ -175,12 +207,12 @@ def _send_claimed(batch: NotificationBatch, reschedule) -> str:
     last_error = None
     next_check = time.monotonic() + CHECK_EVERY
     try:
-        with mailer.Outbox() as outbox, _marks() as _mark:
+        with mailer.Outbox() as outbox, _marks(batch_id, owner) as _mark:
             marked = None  # the recipient already marked "sending"
             for index, recipient in enumerate(todo):
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + CHECK_EVERY
-                    recount(batch_id, lease_until=utcnow() + lease)
+                    recount(batch_id, owner, lease_until=utcnow() + lease)
                     state = _job_state(job_id)
                     db.session.commit()  # never hold a transaction while _mark writes on its own connection
                     if state in ("paused", "canceled"):
