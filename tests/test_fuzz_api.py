@@ -1,0 +1,163 @@
+"""Random bodies thrown at event creation (the JSON API and the form), on SQLite and PostgreSQL.
+
+Whatever arrives, the answer is never a 500: a valid event is created (its event and job written),
+and anything else is refused with a 4xx that says why, with nothing written.
+"""
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import AuthActions
+from tests.pages import csrf_token
+from tests.services import ADMIN_EMAIL, ADMIN_PASSWORD
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = 1000
+FUZZ = settings(max_examples=EXAMPLES, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# Any text, lone surrogates and control characters (NUL …) included: JSON can carry them all.
+any_text = st.text(st.characters(exclude_categories=()), max_size=40)
+form_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)  # what a form can carry
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    | any_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4),
+    max_leaves=8)
+
+offsets = st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
+moments = st.one_of(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)).map(
+        lambda d: d.isoformat(timespec="minutes")),
+    st.builds(lambda d, tz: d.replace(tzinfo=tz).isoformat(),
+              st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59)), offsets),
+    st.sampled_from(["2031-03-12T18:00:00Z", "2031-03-12T20:00", "2031-02-30T10:00", "tomorrow", "", "T", "Z"]),
+)
+GRADES = list(range(1, 13))  # the seeded school has one class per grade: 1A … 12A
+CLASSES = [f"{grade}A" for grade in GRADES]
+ROLES = ["guardians", "students", "teachers"]
+
+
+@st.composite
+def valid_events(draw) -> dict:
+    """An event the app must accept: sensible text, a start before its end, a real audience."""
+    plain = st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=60)
+    lines = st.text(st.characters(exclude_categories=("Cc", "Cs"), include_characters="\r\n\t"), max_size=200)
+    start = draw(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)))
+    end = start + timedelta(minutes=draw(st.integers(0, 4000)))
+    return {
+        "title": draw(plain.filter(str.strip)),
+        "description": draw(lines),
+        "location": draw(plain),
+        "starts_at": start.isoformat(timespec="minutes") + "Z",
+        "ends_at": end.isoformat(timespec="minutes") + "Z",
+        "priority": draw(st.sampled_from(["normal", "urgent"])),
+        "audience": {"roles": draw(st.lists(st.sampled_from(ROLES), min_size=1, max_size=3, unique=True)),
+                     "grades": draw(st.lists(st.sampled_from(GRADES), max_size=3, unique=True)),
+                     "classes": draw(st.lists(st.sampled_from(CLASSES), max_size=2, unique=True))},
+    }
+
+
+@st.composite
+def mutated(draw, bodies, values) -> dict:
+    """A valid body with one to three fields (top level or in the audience) replaced or removed."""
+    body = draw(bodies)
+    for _ in range(draw(st.integers(1, 3))):
+        target = body["audience"] if draw(st.booleans()) and isinstance(body.get("audience"), dict) else body
+        key = draw(st.sampled_from(sorted(target) + ["unknown"]))
+        if draw(st.booleans()) and key in target:
+            del target[key]
+        else:
+            target[key] = draw(values)
+    return body
+
+
+event_bodies = st.one_of(valid_events(), mutated(valid_events(), st.one_of(json_values, moments)))
+api_bodies = st.one_of(
+    event_bodies.map(lambda body: json.dumps(body).encode()),
+    json_values.map(lambda value: json.dumps(value).encode()),
+    st.binary(max_size=80),
+)
+
+
+def as_form(body: dict) -> dict:
+    """The fields a browser would send for this event: every value a string."""
+    audience = body.pop("audience", {}) if isinstance(body.get("audience"), dict) else {}
+    form = {key: value for key, value in body.items() if key != "audience"}
+    for key in ("roles", "grades", "classes"):
+        if key in audience:
+            value = audience[key]
+            form[key] = [str(v) for v in value] if isinstance(value, list) else str(value)
+    for key in ("starts_at", "ends_at"):  # the form's datetime-local fields have no zone
+        if isinstance(form.get(key), str):
+            form[key] = form[key].removesuffix("Z")
+    return {key: value if isinstance(value, list) else str(value) for key, value in form.items()}
+
+
+form_bodies = st.one_of(valid_events(), mutated(valid_events(), st.one_of(form_text, moments))).map(as_form)
+
+
+def rows(school) -> tuple[int, int]:
+    return school.scalar("SELECT count(*) FROM events"), school.scalar("SELECT count(*) FROM notification_jobs")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def school(request, make_school):
+    return make_school(students=24, database=request.param)
+
+
+def test_random_bodies_at_the_api_never_fail_and_write_only_valid_events(school):
+    client = school.app.test_client()
+    headers = {"Authorization": f"Bearer {school.token}", "Content-Type": "application/json"}
+    seen = {"created": 0, "refused": 0}
+
+    @FUZZ
+    @given(body=api_bodies)
+    def throw(body: bytes):
+        before = rows(school)
+        response = client.post("/api/events", data=body, headers=headers)
+        assert response.status_code < 500, (body, response.get_data(as_text=True))
+        assert response.is_json
+        if response.status_code == 202:
+            assert rows(school) == (before[0] + 1, before[1] + 1)
+            assert {"event_id", "job_id", "job_url"} <= set(response.json)
+            seen["created"] += 1
+        else:
+            assert response.status_code in (400, 413, 415, 422), response.status_code
+            assert "error" in response.json
+            assert rows(school) == before, "a refused body wrote something"
+            seen["refused"] += 1
+
+    throw()
+    assert sum(seen.values()) >= EXAMPLES
+    assert seen["created"] and seen["refused"], seen  # both kinds were really tried
+
+
+def test_random_forms_never_fail_and_write_only_valid_events(school):
+    client = school.app.test_client()
+    AuthActions(client).login(ADMIN_EMAIL, ADMIN_PASSWORD)
+    token = csrf_token(client.get("/events/new").data)
+    seen = {"created": 0, "refused": 0}
+
+    @FUZZ
+    @given(form=form_bodies)
+    def throw(form: dict):
+        before = rows(school)
+        response = client.post("/events/new", data={**form, "csrf_token": token})
+        assert response.status_code < 500, (form, response.get_data(as_text=True))
+        if response.status_code == 302:
+            assert rows(school) == (before[0] + 1, before[1] + 1)
+            seen["created"] += 1
+        else:
+            assert response.status_code == 422, response.status_code  # the form again, with its messages
+            assert b"Please correct the marked fields" in response.data
+            assert rows(school) == before, "a refused form wrote something"
+            seen["refused"] += 1
+
+    throw()
+    assert sum(seen.values()) >= EXAMPLES
+    assert seen["created"] and seen["refused"], seen
