@@ -212,6 +212,8 @@ def test_no_payload_runs_in_chromium(school, chromium, live_server):
             assert page.evaluate("window.__xss") is None, f"a payload ran on {url}"
             assert "/login" not in page.url, f"{url}: a payload logged the admin out"
         assert watch.dialogs == [], watch.dialogs
+        # Escaped payloads are text: with the policy on, nothing even tries to break it.
+        assert watch.csp_violations == [], watch.csp_violations
 
         # The detectors work: payloads left unescaped on a page of their own do run and are seen.
         page.goto("about:blank")
