@@ -119,3 +119,28 @@ def test_a_reply_slower_than_the_lease_does_not_get_the_batch_sent_twice(make_sc
     per_address = Counter(m.rcpt for m in smtp_server.received)
     assert set(per_address) == set(addresses)
     assert [a for a, n in per_address.items() if n > 1] in ([], [slow])
+
+
+@pytest.mark.slow
+def test_pausing_does_not_use_up_the_retries(make_school, smtp_server, consumer):
+    """Retries are for the mail server's refusals: a batch handed back by a pause (or a stopping
+    consumer) and taken up again has not been tried and refused."""
+    school = make_school(students=120, smtp=smtp_server, MAIL_RATE_LIMIT="8/second", NOTIFY_RETRIES=1,
+                         NOTIFY_RETRY_DELAY=0.5)
+    addresses = teacher_addresses(school)
+    greylisted = addresses[-1]  # refused once, after the pause
+    smtp_server.reply_for[greylisted] = [TRY_LATER]
+
+    consumer(school, workers=1)
+    created = school.create_event(TEACHERS, title="Staff meeting")
+    job_id = created["job_id"]
+    smtp_server.wait_for_count(3, timeout=30)
+    assert school.api("POST", f"/api/jobs/{job_id}/pause").status_code == 200
+    wait_for(lambda: school.scalar("SELECT count(*) FROM notification_batches WHERE status = 'sending'") == 0, 30,
+             message="the batch was not handed back")
+    assert school.api("POST", f"/api/jobs/{job_id}/resume").status_code == 200
+    job = school.wait_job_done(job_id, timeout=60)
+
+    assert (job["status"], job["sent"], job["failed"]) == ("done", len(addresses), 0)
+    assert smtp_server.rcpt_attempts[greylisted] == 2
+    assert sorted(m.rcpt for m in smtp_server.received) == sorted(addresses)

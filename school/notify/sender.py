@@ -66,8 +66,7 @@ def claim(batch_id: int) -> NotificationBatch | None:
             or_(NotificationBatch.status == "queued",
                 (NotificationBatch.status == "sending") & (NotificationBatch.lease_until < now)),
         )
-        .values(status="sending", lease_owner=f"{OWNER}:{uuid.uuid4().hex[:12]}", lease_until=now + lease,
-                attempts=NotificationBatch.attempts + 1)
+        .values(status="sending", lease_owner=f"{OWNER}:{uuid.uuid4().hex[:12]}", lease_until=now + lease)
     )
     db.session.commit()
     if result.rowcount != 1:
@@ -187,7 +186,9 @@ def send(batch_id: int, reschedule) -> str:
 
 def _send_claimed(batch: NotificationBatch, reschedule) -> str:
     config = current_app.config
-    batch_id, job_id, attempt, owner = batch.id, batch.job_id, batch.attempts, batch.lease_owner
+    # Attempts count passes that reached the end of the list (see _settle), not claims: a batch
+    # handed back by a pause or a stopping consumer was not refused, and keeps its retries.
+    batch_id, job_id, attempt, owner = batch.id, batch.job_id, batch.attempts + 1, batch.lease_owner
     job = db.session.get(NotificationJob, job_id)
     priority = job.priority
     if job.status in ("paused", "canceled"):
@@ -260,8 +261,8 @@ def _settle(batch_id, job_id, attempt, priority, last_error, reschedule) -> str:
         .where(Notification.batch_id == batch_id, Notification.status == "pending"))
     if pending and attempt <= config["NOTIFY_RETRIES"]:
         delay = config["NOTIFY_RETRY_DELAY"] * config["NOTIFY_RETRY_BACKOFF"] ** (attempt - 1)
-        recount(batch_id, status="queued", lease_owner=None, lease_until=None, enqueued_at=utcnow(),
-                not_before=utcnow() + timedelta(seconds=delay))
+        recount(batch_id, status="queued", attempts=attempt, lease_owner=None, lease_until=None,
+                enqueued_at=utcnow(), not_before=utcnow() + timedelta(seconds=delay))
         db.session.commit()
         log.info("batch %s: %s pending after attempt %s (%s); retry in %.0f s",
                  batch_id, pending, attempt, last_error, delay)
@@ -276,7 +277,7 @@ def _settle(batch_id, job_id, attempt, priority, last_error, reschedule) -> str:
             .values(status="failed",
                     last_error=case((Notification.last_error.is_(None), str(last_error or "gave up")),
                                     else_=Notification.last_error)))
-    recount(batch_id, status="done", lease_owner=None, lease_until=None)
+    recount(batch_id, status="done", attempts=attempt, lease_owner=None, lease_until=None)
     db.session.commit()
     finish_if_complete(job_id)
     return "done"
