@@ -1,9 +1,9 @@
 """Turning a job's audience into notification rows and batches.
 
-Recipients are streamed in address order and written a batch at a time, each batch committed and
-then handed to the queue, so memory stays flat and consumers start sending while the fan-out is
-still writing. Rows are unique per job and address: a fan-out that runs again after a crash skips
-what it already wrote and only makes batches for the rest.
+Recipients are streamed in address order and written a few batches per transaction, each batch
+committed and then handed to the queue, so memory stays flat and consumers start sending while
+the fan-out is still writing. Rows are unique per job and address: a fan-out that runs again
+after a crash skips what it already wrote and only makes batches for the rest.
 """
 import logging
 from datetime import timedelta
@@ -19,6 +19,11 @@ from ..timeutil import utcnow
 from .models import Notification, NotificationBatch, NotificationJob
 
 log = logging.getLogger(__name__)
+
+# Rows written per transaction, as several batches: a handful of round trips for a thousand
+# recipients instead of as many per batch. A fan-out shares its process with sending threads that
+# hold the interpreter most of the time, so every round trip it saves is time it does not wait.
+ROWS_PER_COMMIT = 1000
 
 
 def claim_fanout(job_id: int, owner: str) -> bool:
@@ -79,31 +84,36 @@ def _write(job_id: int, audience: Audience, size: int, lease: timedelta, priorit
     added = 0
     queue_up = True  # after one failure to queue a batch, the rest are left to the sweeper too
     stream = recipients(audience)
-    while chunk := list(islice(stream, size)):
+    per_commit = max(1, ROWS_PER_COMMIT // size)
+    while chunks := [chunk for chunk in (list(islice(stream, size)) for _ in range(per_commit)) if chunk]:
         if db.session.scalar(select(NotificationJob.status).where(NotificationJob.id == job_id)) == "canceled":
             break  # nothing more to write for a canceled job
-        batch_id = db.session.execute(
-            insert(NotificationBatch).values(job_id=job_id, seq=next_seq, status="queued", size=0,
-                                             enqueued_at=utcnow() if queue_up else None)
-            .returning(NotificationBatch.id)
-        ).scalar_one()
+        enqueued_at = utcnow() if queue_up else None
+        batch_ids = db.session.scalars(
+            insert(NotificationBatch).returning(NotificationBatch.id, sort_by_parameter_order=True),
+            [{"job_id": job_id, "seq": next_seq + index, "status": "queued", "size": 0, "enqueued_at": enqueued_at}
+             for index in range(len(chunks))],
+        ).all()
         rows = [{"job_id": job_id, "batch_id": batch_id, "email": r.email, "name": r.name,
                  "roles": ",".join(r.roles), "children": ", ".join(r.children), "status": "pending"}
-                for r in chunk]
-        written = _insert_new(rows)
-        if written:
-            db.session.execute(update(NotificationBatch).where(NotificationBatch.id == batch_id).values(size=written))
+                for batch_id, chunk in zip(batch_ids, chunks) for r in chunk]
+        written = _insert_new(rows, batch_ids)
+        filled = [batch_id for batch_id in batch_ids if written.get(batch_id)]
+        if filled:
+            db.session.execute(update(NotificationBatch), [{"id": b, "size": written[b]} for b in filled])
             db.session.execute(
                 update(NotificationJob).where(NotificationJob.id == job_id)
-                .values(total=NotificationJob.total + written, fanout_lease_until=utcnow() + lease)
+                .values(total=NotificationJob.total + sum(written.values()), fanout_lease_until=utcnow() + lease)
             )
-            next_seq += 1
-            added += written
-        else:
-            db.session.execute(NotificationBatch.__table__.delete().where(NotificationBatch.id == batch_id))
+        if len(filled) < len(batch_ids):  # rows a run before this one already wrote
+            db.session.execute(NotificationBatch.__table__.delete().where(
+                NotificationBatch.id.in_(set(batch_ids) - set(filled))))
         db.session.commit()
-        if written and queue_up:
-            queue_up = _hand_out(batch_id, priority, enqueue_batch)
+        next_seq += len(batch_ids)
+        added += sum(written.values())
+        for batch_id in filled:
+            if queue_up:
+                queue_up = _hand_out(batch_id, priority, enqueue_batch)
 
     skipped = count(audience).skipped
     db.session.execute(
@@ -128,8 +138,8 @@ def _hand_out(batch_id: int, priority: int, enqueue_batch) -> bool:
     return True
 
 
-def _insert_new(rows: list[dict]) -> int:
-    """Insert rows, skipping (job, email) pairs already there; return how many were written."""
+def _insert_new(rows: list[dict], batch_ids: list[int]) -> dict[int, int]:
+    """Insert rows, skipping (job, email) pairs already there; return how many each batch got."""
     dialect = db.engine.dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
@@ -137,9 +147,10 @@ def _insert_new(rows: list[dict]) -> int:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     stmt = dialect_insert(Notification).on_conflict_do_nothing(index_elements=["job_id", "email"])
     db.session.execute(stmt, rows)
-    # The batch is new, so what it holds now is what this insert wrote.
-    return db.session.scalar(
-        select(func.count()).select_from(Notification).where(Notification.batch_id == rows[0]["batch_id"]))
+    # The batches are new, so what they hold now is what this insert wrote.
+    return dict(db.session.execute(
+        select(Notification.batch_id, func.count()).where(Notification.batch_id.in_(batch_ids))
+        .group_by(Notification.batch_id)).all())
 
 
 def finish_if_complete(job_id: int) -> bool:
