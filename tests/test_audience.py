@@ -11,7 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, update
 
 from school.extensions import db
 from school.roster.audience import Audience, AudienceError, count, recipients, validate
@@ -108,6 +108,17 @@ def test_guardian_who_also_teaches_gets_one_message_in_both_roles(school):
     assert found[SAM].children == ["Dara Khan"]
     assert counted.by_role == {"guardians": 2, "students": 2, "teachers": 1}
     assert counted.recipients == 4
+
+
+def test_addresses_differing_only_in_case_or_spaces_are_one_recipient(school):
+    db.session.execute(update(Teacher).where(Teacher.email == SAM).values(email=" Sam.Khan@Example.ORG "))
+    db.session.execute(update(Student).where(Student.email == DARA).values(email=""))
+    db.session.commit()
+    found, counted = reach(grades=[9])
+    assert set(found) == {MEI, HONG, SAM}
+    assert sorted(found[SAM].roles) == ["guardian", "teacher"]
+    # A blank address is no address: Dara is skipped, not mailed at "".
+    assert counted.skipped_by_role["students"] == 1
 
 
 def test_teacher_of_two_targeted_classes_is_one_recipient(school):

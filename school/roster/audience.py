@@ -96,18 +96,18 @@ def _teachers_in_scope(audience: Audience):
 def _people(audience: Audience, role: str):
     """(email, name, role, child) rows for one role, one row per person-and-child."""
     if role == "students":
-        return select(Student.email.label("email"), Student.name.label("name"), literal("student").label("role"),
+        return select(_address("students").label("email"), Student.name.label("name"), literal("student").label("role"),
                       Student.name.label("child"), Student.id.label("pid")).where(
             _students_in_scope(audience))
     if role == "guardians":
         return (
-            select(Guardian.email.label("email"), Guardian.name.label("name"), literal("guardian").label("role"),
+            select(_address("guardians").label("email"), Guardian.name.label("name"), literal("guardian").label("role"),
                    Student.name.label("child"), Guardian.id.label("pid"))
             .join(student_guardians, student_guardians.c.guardian_id == Guardian.id)
             .join(Student, Student.id == student_guardians.c.student_id)
             .where(_students_in_scope(audience))
         )
-    return select(Teacher.email.label("email"), Teacher.name.label("name"), literal("teacher").label("role"),
+    return select(_address("teachers").label("email"), Teacher.name.label("name"), literal("teacher").label("role"),
                   null().label("child"), Teacher.id.label("pid")).where(
         _teachers_in_scope(audience))
 
@@ -124,7 +124,7 @@ def recipients(audience: Audience, chunk: int = 5000) -> Iterator[Recipient]:
     """Stream the audience's distinct addresses in address order, without loading it all."""
     if not audience.roles:
         return
-    parts = [_people(audience, role).where(_email_of(role).is_not(None)) for role in audience.roles]
+    parts = [_people(audience, role).where(_address(role).is_not(None)) for role in audience.roles]
     stmt = union_all(*parts) if len(parts) > 1 else parts[0]
     stmt = stmt.order_by(stmt.selected_columns.email)
     with db.engine.connect() as conn:
@@ -143,8 +143,11 @@ def recipients(audience: Audience, chunk: int = 5000) -> Iterator[Recipient]:
             yield current
 
 
-def _email_of(role: str):
-    return {"students": Student.email, "guardians": Guardian.email, "teachers": Teacher.email}[role]
+def _address(role: str):
+    """The person's address as it is compared: trimmed, lower-case, and NULL when blank, so
+    ``Parent@x.org`` and ``parent@x.org `` are one recipient and an empty address is skipped."""
+    column = {"students": Student.email, "guardians": Guardian.email, "teachers": Teacher.email}[role]
+    return func.nullif(func.lower(func.trim(column)), "")
 
 
 @dataclass
@@ -169,7 +172,7 @@ def count(audience: Audience) -> AudienceCount:
         ).one()
         by_role[role], skipped_by_role[role] = row[0], row[1]
     if len(audience.roles) > 1:
-        emails = union_all(*[_people(audience, r).with_only_columns(_email_of(r)).where(_email_of(r).is_not(None))
+        emails = union_all(*[_people(audience, r).with_only_columns(_address(r).label("email")).where(_address(r).is_not(None))
                              for r in audience.roles]).subquery()
         total = db.session.scalar(select(func.count(distinct(emails.c.email))))
     else:
