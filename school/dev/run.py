@@ -96,7 +96,8 @@ def services(config: dict, host: str, port: int) -> list[Service]:
         Service("web", python + ("-m", "flask", "--app", "app", "--debug", "run", "--host", host,
                                  "--port", str(port)), port),
         # SIGINT is huey's graceful stop: running tasks finish before it exits.
-        Service("queue", python + ("-m", "huey.bin.huey_consumer", "tasks.huey", "-w", "4", "-k", "thread"),
+        Service("queue", python + ("-m", "huey.bin.huey_consumer", "tasks.huey", "-w", "4", "-k", "thread",
+                                   "-m", "1"),  # poll the SQLite queue at least once a second
                 0, signal.SIGINT),
     ]
     if is_loopback(config["MAIL_SERVER"]):
