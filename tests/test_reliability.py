@@ -325,6 +325,25 @@ def test_graceful_stop_mid_batch(sig, make_school, redis_server, smtp_server, co
     assert job["status"] == "done"
 
 
+# --- 8. waiting for a slow rate limit longer than the lease ---------------------------------
+
+@slow
+def test_waiting_for_the_rate_limit_keeps_the_lease(make_school, redis_server, smtp_server, consumer):
+    """Eight threads share 3 messages a second, so each waits about 2.7 s for a slot, longer than
+    the 2 s lease: a worker must keep its lease while it waits, or the sweeper hands its batch to
+    another worker and both send it."""
+    school = new_school(make_school, 6, redis=redis_server, smtp=smtp_server, NOTIFY_LEASE_SECONDS=2,
+                        NOTIFY_BATCH_SIZE=2, MAIL_RATE_LIMIT="3/second")
+    expected = audience(school)
+    job_id = school.create_event(WHOLE_SCHOOL)["job_id"]
+    consumer(school, workers=8)
+    job = school.wait_job_done(job_id, 60)
+
+    result = tally("rate-limit waits longer than the lease", school, smtp_server, job_id, expected)
+    assert result.duplicates == 0, f"{result.twice} got it more than once"
+    assert result.lost == 0 and set(result.per_recipient) == expected
+    assert job["status"] == "done"
+
 # --- the sweep itself -----------------------------------------------------------------------
 
 def test_a_sweep_notices_a_reset_queue_and_dispatches_a_waiting_job_once(app, seeded, admin_user):

@@ -207,25 +207,39 @@ def _send_claimed(batch: NotificationBatch, reschedule) -> str:
     lease = timedelta(seconds=config["NOTIFY_LEASE_SECONDS"])
     last_error = None
     next_check = time.monotonic() + CHECK_EVERY
+    halt = None  # "paused" or "canceled", once the job is seen so
+
+    def check_in() -> bool:
+        """Once a second: renew the lease, write the counters and look for a pause or cancel
+        (True then). Also run while the rate limit makes the worker wait: many threads sharing a
+        slow limit can wait longer than the lease, and a lease left to run out there let the
+        sweeper give the batch to a second worker while the first still sent it."""
+        nonlocal next_check, halt
+        if time.monotonic() < next_check:
+            return False
+        next_check = time.monotonic() + CHECK_EVERY
+        recount(batch_id, owner, lease_until=utcnow() + lease)
+        state = _job_state(job_id)
+        db.session.commit()  # never hold a transaction while _mark writes on its own connection
+        if state in ("paused", "canceled"):
+            halt = state
+        return halt is not None
+
     try:
         with mailer.Outbox() as outbox, _marks(batch_id, owner) as _mark:
             marked = None  # the recipient already marked "sending"
             for index, recipient in enumerate(todo):
-                if time.monotonic() >= next_check:
-                    next_check = time.monotonic() + CHECK_EVERY
-                    recount(batch_id, owner, lease_until=utcnow() + lease)
-                    state = _job_state(job_id)
-                    db.session.commit()  # never hold a transaction while _mark writes on its own connection
-                    if state in ("paused", "canceled"):
-                        return _stop_for(state, batch_id, job_id)
+                if check_in():
+                    return _stop_for(halt, batch_id, job_id)
                 message = letter.render(recipient)
                 if marked != recipient.id:
                     _mark(None, recipient.id)
                 # Wait for the rate limit last, so nothing but the SMTP exchange lies between the
                 # slot the limit gave and the message reaching the server.
-                permit = None if stopping.is_set() else limit.acquire(should_stop=stopping.is_set)
+                permit = None if stopping.is_set() else limit.acquire(
+                    should_stop=lambda: stopping.is_set() or check_in())
                 if permit is None:
-                    return release(batch_id)
+                    return _stop_for(halt, batch_id, job_id) if halt else release(batch_id)
                 following = todo[index + 1].id if index + 1 < len(todo) else None
                 try:
                     with permit:  # the limit counts the message as in flight until this ends
