@@ -25,6 +25,7 @@ class Tick:
     x: float
     y: float
     label: str
+    anchor: str = "middle"
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,9 @@ def throughput_chart(t: Throughput) -> Chart:
                                 f"{count} {kind} in 10 s, {ago} s ago" if ago else f"{count} {kind} in the last 10 s"))
     minutes = len(t.starts) * t.step // 60
     x_ticks = [Tick(round(LEFT + plot_width * (1 - m / minutes), 1), HEIGHT - 6,
-                    "now" if m == 0 else f"−{m} min") for m in range(minutes, -1, -5)] if minutes else []
-    y_ticks = [Tick(LEFT - 6, round(bottom - plot_height * v / top_value, 1) + 4, str(v))
+                    "now" if m == 0 else f"−{m} min", "end" if m == 0 else "middle")
+               for m in range(minutes, -1, -5)] if minutes else []
+    y_ticks = [Tick(LEFT - 6, round(bottom - plot_height * v / top_value, 1) + 4, str(v), "end")
                for v in sorted({0, top_value // 2, top_value})]
     sent, failed = sum(t.sent), sum(t.failed)
     summary = (f"{sent:,} sent and {failed:,} failed in the last {minutes} minutes, "
