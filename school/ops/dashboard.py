@@ -20,8 +20,9 @@ def _part(errors: list[str], what: str, read, default):
         from ..health.checks import scrub
 
         db.session.rollback()
-        log.warning("dashboard: cannot read %s (%s: %s)", what, type(exc).__name__, exc)
-        errors.append(f"Cannot read {what} right now ({scrub(type(exc).__name__ + ': ' + str(exc))}).")
+        detail = scrub(f"{type(exc).__name__}: {exc}")
+        log.warning("dashboard: cannot read %s (%s)", what, detail)
+        errors.append(f"Cannot read {what} right now ({detail}).")
         return default
 
 
