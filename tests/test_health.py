@@ -167,3 +167,31 @@ def test_cache_counts_hits_and_misses(make_school, redis_server):
     assert stats["misses"] == start["misses"] + 1
     assert stats["hits"] == start["hits"] + 1
     assert stats["hit_rate"] == round(stats["hits"] / (stats["hits"] + stats["misses"]), 4)
+
+
+def test_ready_says_503_naming_the_database_when_it_does_not_answer(make_school, smtp_server):
+    """A PostgreSQL address that accepts connections and then says nothing (a hung server, a
+    half-open network path): readiness still answers, and names the database."""
+    import socket
+
+    from school import config as config_module
+    from school import create_app
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; nobody ever speaks
+    try:
+        school = make_school(smtp=smtp_server)
+        env = {**school.env, "DATABASE_URL": f"postgresql://school@127.0.0.1:{silent.getsockname()[1]}/school"}
+        app = create_app(config_module.load(env) | {"TESTING": True})
+        client = app.test_client()
+        response = client.get("/health/ready")
+        assert response.status_code == 503
+        assert response.json["failing"] == ["database"]
+        assert "no answer within" in response.json["checks"]["database"]["error"]
+        assert response.json["checks"]["queue"]["ok"] and response.json["checks"]["smtp"]["ok"]
+        again = client.get("/health/ready")  # still hung: no second connection piles up behind it
+        assert again.status_code == 503
+        assert "previous check" in again.json["checks"]["database"]["error"]
+    finally:
+        silent.close()

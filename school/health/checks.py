@@ -3,6 +3,7 @@ so a dead dependency makes ``/health/ready`` say 503 quickly instead of hanging 
 from __future__ import annotations
 
 import smtplib
+import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -13,6 +14,8 @@ from sqlalchemy import text
 from ..extensions import db
 
 SMTP_TIMEOUT = 2.0
+DATABASE_TIMEOUT = 3.0
+_database_busy = threading.Lock()
 
 
 @dataclass
@@ -79,14 +82,44 @@ def _timed(name: str, probe) -> Check:
 
 
 def database() -> Check:
-    def probe():
-        try:
-            db.session.execute(text("SELECT 1"))
-        finally:
-            db.session.rollback()
-        return {"backend": db.engine.dialect.name}
+    """SELECT 1, given DATABASE_TIMEOUT seconds: a server that accepts the connection and then says
+    nothing would otherwise hold the probe until TCP gives up, minutes later."""
+    app = current_app._get_current_object()
 
-    return _timed("database", probe)
+    def select_one():
+        with app.app_context():
+            try:
+                db.session.execute(text("SELECT 1"))
+                return db.engine.dialect.name
+            finally:
+                db.session.remove()
+
+    return _timed("database", lambda: {"backend": _within(DATABASE_TIMEOUT, select_one, _database_busy)})
+
+
+def _within(seconds: float, work, busy: threading.Lock):
+    """``work()`` in a thread of its own, given ``seconds``. At most one runs at a time (``busy``):
+    a hung check is not joined by another one at every probe."""
+    if not busy.acquire(blocking=False):
+        raise TimeoutError("the previous check has not answered yet")
+    outcome: dict = {}
+    finished = threading.Event()
+
+    def run():
+        try:
+            outcome["value"] = work()
+        except Exception as exc:
+            outcome["error"] = exc
+        finally:
+            busy.release()
+            finished.set()
+
+    threading.Thread(target=run, name="ready-check", daemon=True).start()
+    if not finished.wait(seconds):
+        raise TimeoutError(f"no answer within {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def queue() -> Check:
