@@ -43,15 +43,13 @@ def _aggregates() -> dict:
 
     jobs = dict.fromkeys(JOB_STATUSES, 0)
     jobs.update(db.session.execute(select(NotificationJob.status, func.count()).group_by(NotificationJob.status)).all())
-    sent, failed, canceled = db.session.execute(select(
-        func.coalesce(func.sum(NotificationBatch.sent), 0), func.coalesce(func.sum(NotificationBatch.failed), 0),
-        func.coalesce(func.sum(NotificationBatch.canceled), 0))).one()
+    sent, failed, canceled = db.session.execute(
+        _sums(NotificationBatch.sent, NotificationBatch.failed, NotificationBatch.canceled)).one()
     # Jobs whose rows were purged keep their summary on the job.
-    p_sent, p_failed, p_canceled = db.session.execute(select(
-        func.coalesce(func.sum(NotificationJob.final_sent), 0), func.coalesce(func.sum(NotificationJob.final_failed), 0),
-        func.coalesce(func.sum(NotificationJob.final_canceled), 0)).where(NotificationJob.purged_at.is_not(None))).one()
-    live_total = db.session.scalar(select(func.coalesce(func.sum(NotificationJob.total), 0))
-                                   .where(NotificationJob.purged_at.is_(None)))
+    p_sent, p_failed, p_canceled = db.session.execute(
+        _sums(NotificationJob.final_sent, NotificationJob.final_failed, NotificationJob.final_canceled)
+        .where(NotificationJob.purged_at.is_not(None))).one()
+    live_total = db.session.scalar(_sums(NotificationJob.total).where(NotificationJob.purged_at.is_(None)))
     in_flight = db.session.scalar(select(func.count()).select_from(NotificationBatch)
                                   .where(NotificationBatch.status == "sending"))
     retrying = db.session.scalar(select(func.count()).select_from(NotificationBatch).where(
@@ -65,6 +63,10 @@ def _aggregates() -> dict:
         "in_flight": int(in_flight),
         "retrying": int(retrying),
     }
+
+
+def _sums(*columns):
+    return select(*(func.coalesce(func.sum(column), 0) for column in columns))
 
 
 def sent_recently(now: float | None = None) -> dict[str, int]:
@@ -133,7 +135,8 @@ def recent_failures(limit: int = 10) -> list[Failure]:
     rows = db.session.execute(
         select(Notification.job_id, Event.title, Notification.email, Notification.last_error, Notification.attempts,
                Notification.status)
-        .join(NotificationJob, NotificationJob.id == Notification.job_id).join(Event, Event.id == NotificationJob.event_id)
+        .join(NotificationJob, NotificationJob.id == Notification.job_id)
+        .join(Event, Event.id == NotificationJob.event_id)
         .where(Notification.batch_id.in_(batches), Notification.status.in_(("failed", "pending")),
                Notification.last_error.is_not(None))
         .order_by(Notification.id.desc()).limit(limit)).all()
