@@ -164,6 +164,7 @@ def send(batch_id: int, reschedule) -> str:
     batch = claim(batch_id)
     if batch is None:
         return "skipped"
+    db.session.expunge(batch)  # its attempts and job stay readable after a rollback
     with _active_changed:
         _active.add(batch_id)
     try:
@@ -173,10 +174,18 @@ def send(batch_id: int, reschedule) -> str:
         db.session.rollback()
         log.warning("batch %s: lease ran out mid-batch; stopped and left the batch to its new owner", batch_id)
         return "lost"
-    except Exception:
-        # Whatever went wrong, give the batch back so the sweeper can offer it again.
+    except Exception as exc:
+        # Whatever went wrong, give the batch back so the sweeper can offer it again; a batch
+        # that keeps failing this way is given up like one the SMTP server keeps refusing.
         db.session.rollback()
-        release(batch_id)
+        attempt = batch.attempts + 1
+        if attempt > current_app.config["NOTIFY_RETRIES"]:
+            _fail_pending(batch_id, f"not sent: internal error ({type(exc).__name__})")
+            recount(batch_id, status="done", attempts=attempt, lease_owner=None, lease_until=None)
+            db.session.commit()
+            finish_if_complete(batch.job_id)
+        else:
+            release(batch_id, attempts=attempt)
         raise
     finally:
         with _active_changed:
@@ -286,23 +295,28 @@ def _settle(batch_id, job_id, attempt, priority, last_error, reschedule) -> str:
             log.warning("batch %s: could not schedule the retry; the sweeper will", batch_id, exc_info=True)
         return "retry"
     if pending:
-        db.session.execute(
-            update(Notification).where(Notification.batch_id == batch_id, Notification.status == "pending")
-            .values(status="failed",
-                    last_error=case((Notification.last_error.is_(None), str(last_error or "gave up")),
-                                    else_=Notification.last_error)))
+        _fail_pending(batch_id, str(last_error or "gave up"))
     recount(batch_id, status="done", attempts=attempt, lease_owner=None, lease_until=None)
     db.session.commit()
     finish_if_complete(job_id)
     return "done"
 
 
-def release(batch_id: int) -> str:
+def _fail_pending(batch_id: int, reason: str) -> None:
+    """Give up on what is left: pending (and in-doubt) rows fail, keeping the last reply seen."""
+    db.session.execute(
+        update(Notification).where(Notification.batch_id == batch_id,
+                                   Notification.status.in_(("pending", "sending")))
+        .values(status="failed",
+                last_error=case((Notification.last_error.is_(None), reason), else_=Notification.last_error)))
+
+
+def release(batch_id: int, **values) -> str:
     """Hand the batch back unfinished: what was not confirmed sent is pending again."""
     db.session.execute(
         update(Notification).where(Notification.batch_id == batch_id, Notification.status == "sending")
         .values(status="pending"))
-    recount(batch_id, status="queued", lease_owner=None, lease_until=None, enqueued_at=None)
+    recount(batch_id, status="queued", lease_owner=None, lease_until=None, enqueued_at=None, **values)
     db.session.commit()
     return "released"
 
