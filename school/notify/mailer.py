@@ -1,5 +1,6 @@
 """Rendering and sending one notification email over a connection the batch holds open."""
 import binascii
+import re
 import secrets
 import smtplib
 import socket
@@ -177,6 +178,39 @@ def _by_code(code: int, text) -> SendError:
     return SendError(TEMPORARY if 400 <= code < 500 else PERMANENT, reply)
 
 
+LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _pipelined(host: smtplib.SMTP, sender: str, to: str, data: bytes) -> None:
+    """Send one message in two round trips instead of four: MAIL, RCPT and DATA written at once,
+    then the content (RFC 2920 PIPELINING). Raises what ``SMTP.sendmail`` raises for the same
+    replies, so ``classify`` reads them alike."""
+    host.send(f"MAIL FROM:<{one_line(sender)}>\r\nRCPT TO:<{one_line(to)}>\r\nDATA\r\n".encode("ascii"))
+    mail_reply, rcpt_reply, data_reply = host.getreply(), host.getreply(), host.getreply()
+    refused = mail_reply[0] != 250 or rcpt_reply[0] not in (250, 251)
+    if refused and data_reply[0] == 354:
+        # The server wants content it should have refused; ending it could deliver an empty message.
+        host.close()
+        raise smtplib.SMTPServerDisconnected(f"the server accepted DATA after refusing {mail_reply} {rcpt_reply}")
+    try:
+        if mail_reply[0] != 250:
+            raise smtplib.SMTPSenderRefused(mail_reply[0], mail_reply[1], sender)
+        if refused:
+            raise smtplib.SMTPRecipientsRefused({to: rcpt_reply})
+        if data_reply[0] != 354:
+            raise smtplib.SMTPDataError(*data_reply)
+        host.send(LEADING_DOT.sub(b"..", data) + (b"" if data.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        reply = host.getreply()
+        if reply[0] != 250:
+            raise smtplib.SMTPDataError(*reply)
+    except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused):
+        try:  # as sendmail does: the connection stays usable for the next recipient
+            host.rset()
+        except smtplib.SMTPServerDisconnected:
+            pass
+        raise
+
+
 class TimedConnection(Connection):
     """Flask-Mail's connection, opened with ``MAIL_TIMEOUT``. Flask-Mail opens its SMTP session
     without a timeout, so a server that accepts the connection but never greets would hold the
@@ -213,13 +247,18 @@ class Outbox:
         return self
 
     def send(self, outgoing: Outgoing) -> None:
+        host = self.connection.host
         try:
-            if self.connection.host is None:  # sending suppressed (testing): record it as Flask-Mail does
+            if host is None:  # sending suppressed (testing): record it as Flask-Mail does
                 email_dispatched.send(current_app._get_current_object(),
                                       message=outgoing.letter.message(outgoing.recipient))
                 return
             # The Flask-Mail connection's SMTP session, given bytes already built (see Letter).
-            self.connection.host.sendmail(outgoing.sender, [outgoing.to], outgoing.data)
+            host.ehlo_or_helo_if_needed()
+            if host.has_extn("pipelining") and (outgoing.sender + outgoing.to).isascii():
+                _pipelined(host, outgoing.sender, outgoing.to, outgoing.data)
+            else:
+                host.sendmail(outgoing.sender, [outgoing.to], outgoing.data)
         except Exception as exc:
             raise classify(exc) from exc
 

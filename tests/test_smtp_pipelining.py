@@ -1,0 +1,68 @@
+"""A server that offers PIPELINING (as postfix does) gets MAIL, RCPT and DATA in one write; its
+refusals are read and reported exactly as without pipelining, and the connection stays usable."""
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from school.notify import mailer
+from tests.services import RecordingHandler, free_port
+
+NO_SUCH_USER = "550 5.1.1 No such user"
+TRY_LATER = "451 4.3.0 Try again later"
+
+
+class PipeliningHandler(RecordingHandler):
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
+@pytest.fixture
+def pipelining_server():
+    handler = PipeliningHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), ready_timeout=10)
+    controller.start()
+    yield controller
+    controller.stop()
+
+
+def test_refusals_over_a_pipelining_server(app_on, sqlite_url, pipelining_server):
+    app = app_on(sqlite_url, MAIL_PORT=str(pipelining_server.port))
+    app.extensions["mail"].suppress = False  # TESTING would otherwise keep Flask-Mail from sending
+    handler = pipelining_server.handler
+    handler.reply_for["unknown@example.org"] = NO_SUCH_USER
+    handler.reply_for["busy@example.org"] = [TRY_LATER]
+    event = SimpleNamespace(id=7, title="Sports day", priority="normal", location="Field",
+                            description="Bring water.\n.A line that starts with a dot\n.",
+                            starts_at=datetime(2031, 6, 1, 9, tzinfo=timezone.utc),
+                            ends_at=datetime(2031, 6, 1, 15, tzinfo=timezone.utc))
+    people = ["first@example.org", "unknown@example.org", "second@example.org", "busy@example.org",
+              "third@example.org"]
+    outcomes = {}
+    with app.app_context():
+        letter = mailer.Letter(event, 3)
+        with mailer.Outbox() as outbox:
+            for number, address in enumerate(people, start=1):
+                recipient = SimpleNamespace(id=number, email=address, name="Ada Adams", children="")
+                try:
+                    outbox.send(letter.render(recipient))
+                    outcomes[address] = "sent"
+                except mailer.SendError as exc:
+                    outcomes[address] = (exc.kind, exc.reply)
+            assert outbox.connection.host.has_extn("pipelining"), "the server's offer was not seen"
+
+    assert outcomes == {
+        "first@example.org": "sent",
+        "unknown@example.org": (mailer.PERMANENT, NO_SUCH_USER),
+        "second@example.org": "sent",
+        "busy@example.org": (mailer.TEMPORARY, TRY_LATER),
+        "third@example.org": "sent",
+    }
+    received = handler.received
+    assert [m.rcpt for m in received] == ["first@example.org", "second@example.org", "third@example.org"]
+    assert [m.message_id for m in received] == ["<job3.n1@school.example.org>", "<job3.n3@school.example.org>",
+                                                "<job3.n5@school.example.org>"]
+    text = received[-1].message.get_body(("plain",)).get_content()
+    assert "\n.A line that starts with a dot\n.\n" in text.replace("\r\n", "\n")
