@@ -10,6 +10,7 @@ from email.utils import formataddr, formatdate, parseaddr
 
 from flask import current_app
 from flask_mail import Connection, Message, email_dispatched
+from markupsafe import escape
 
 
 TEMPORARY, PERMANENT, CONNECTION = "temporary", "permanent", "connection"
@@ -72,6 +73,23 @@ def _part(content_type: str, text: str) -> bytes:
             f"Content-Transfer-Encoding: {encoding}\r\n\r\n").encode("ascii") + data
 
 
+# Stand-ins for the recipient's name and children while a template is rendered once per batch.
+# Event text cannot contain control characters (it is refused), so these never occur in it.
+NAME_MARK, CHILDREN_MARK = "\x00name\x00", "\x00children\x00"
+
+
+def _children(recipient) -> list[str]:
+    return [c for c in (recipient.children or "").split(", ") if c]
+
+
+def _fill(shape: tuple[str, str], name: str, children: list[str]) -> tuple[str, str]:
+    text, html = shape
+    text = text.replace(NAME_MARK, name).replace(CHILDREN_MARK, ", ".join(children))
+    html = html.replace(NAME_MARK, str(escape(name))).replace(
+        CHILDREN_MARK, ", ".join(str(escape(child)) for child in children))
+    return text, html
+
+
 @dataclass
 class Outgoing:
     """One rendered message and its envelope."""
@@ -103,6 +121,7 @@ class Letter:
         env = current_app.jinja_env
         self.text_template = env.get_template("email/event.txt")
         self.html_template = env.get_template("email/event.html")
+        self._shapes: dict[bool, tuple[str, str] | None] = {}
         sender_name, sender_address = parseaddr(self.sender)
         self.shared_headers = (
             f"From: {_address(sender_name, sender_address)}\r\n"
@@ -113,16 +132,43 @@ class Letter:
 
     def context(self, recipient) -> dict:
         """``recipient`` has id, email, name and children (comma-separated names)."""
-        children = [c for c in (recipient.children or "").split(", ") if c]
-        return {"event": self.event, "name": recipient.name, "children": children, "link": self.link}
+        return self._context(recipient.name, _children(recipient))
+
+    def _context(self, name: str, children: list[str]) -> dict:
+        return {"event": self.event, "name": name, "children": children, "link": self.link}
+
+    def bodies(self, recipient) -> tuple[str, str]:
+        """The text and HTML bodies for one recipient.
+
+        Only the name and the children's names differ between recipients, so each template is
+        rendered once per batch with markers in their place (once for recipients with children,
+        once for those without), and each recipient's bodies are the markers replaced, escaped
+        for HTML as the template would. A probe checks that replacing gives what rendering
+        gives; if a template ever uses these values otherwise, every body is rendered in full.
+        """
+        children = _children(recipient)
+        shape = self._shapes.get(bool(children))
+        if shape is None and bool(children) not in self._shapes:
+            shape = self._shapes[bool(children)] = self._shape(bool(children))
+        if shape is None:
+            context = self._context(recipient.name, children)
+            return self.text_template.render(context), self.html_template.render(context)
+        return _fill(shape, recipient.name, children)
+
+    def _shape(self, with_children: bool) -> tuple[str, str] | None:
+        context = self._context(NAME_MARK, [CHILDREN_MARK] if with_children else [])
+        shape = self.text_template.render(context), self.html_template.render(context)
+        probe_name, probe_children = "Zoë <O'Brien> & \"Co\"", ["Ben & <Bo>", "Al"] if with_children else []
+        probe = self._context(probe_name, probe_children)
+        rendered = self.text_template.render(probe), self.html_template.render(probe)
+        return shape if _fill(shape, probe_name, probe_children) == rendered else None
 
     def message_id(self, recipient) -> str:
         return message_id(self.job_id, recipient.id, self.domain)
 
     def render(self, recipient) -> Outgoing:
-        context = self.context(recipient)
-        text = _part("text/plain", self.text_template.render(context))
-        html = _part("text/html", self.html_template.render(context))
+        text, html = self.bodies(recipient)
+        text, html = _part("text/plain", text), _part("text/html", html)
         boundary = "=_" + secrets.token_hex(16)
         while boundary.encode() in text or boundary.encode() in html:
             boundary = "=_" + secrets.token_hex(16)
