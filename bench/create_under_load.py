@@ -1,0 +1,41 @@
+"""2. Create latency under load: POST /api/events while a 100,000-recipient job is being sent on
+the same machine (see ``bench.under_load``)."""
+import sys
+
+from .report import Figure, Report, ms, parse_args, table
+from .stack import Stack, percentile
+from .under_load import measure
+
+
+def run(stack: Stack, report: Report) -> list[Figure]:
+    measured = measure(stack)
+    timings, load = measured["timings"], measured["run"]
+    rows = [[f"{stack.count_audience(audience):,} recipients", len(values),
+             *(ms(percentile(values, p)) for p in (50, 95, 99)), ms(percentile(values, 100))]
+            for audience, values in (("ten", timings["create ten"]), ("school", timings["create school"]))]
+    lines = [
+        f"`POST /api/events` through `{stack.gunicorn_command}` while "
+        f"`{stack.consumer_command(2, load.threads)}` sent {load.recipients:,} emails "
+        f"({load.rate:,.0f}/s over the whole job, slowed by these requests). Each whole-school event was canceled "
+        f"through the API right after its creation, so its fan-out did not add to the load; the events for ten "
+        f"people were sent. Requests in {load.extra['seconds']:.0f} s of the job.", "",
+        *table(["Audience", "Requests", "p50", "p95", "p99", "max"], rows),
+    ]
+    everything = timings["create ten"] + timings["create school"]
+    figures = [Figure("2. Create latency under load", "p50 / p95 / p99, both audiences",
+                      " / ".join(ms(percentile(everything, p)) for p in (50, 95, 99)))]
+    report.section("2. Create latency while 100,000 emails are sent", lines, figures)
+    return figures
+
+
+def main(argv=None) -> None:
+    args = parse_args(__doc__, argv)
+    report = Report("bench.create_under_load", sys.argv[1:] if argv is None else argv, record=not args.no_record)
+    with Stack(args.students, threads=args.threads or 8) as stack:
+        report.header([stack.server_version()])
+        run(stack, report)
+    report.summary()
+
+
+if __name__ == "__main__":
+    main()
