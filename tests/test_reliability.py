@@ -380,3 +380,38 @@ def test_a_sweep_notices_a_reset_queue_and_dispatches_a_waiting_job_once(app, se
         report = sweep(huey)
         assert (report.queue_reset, report.dispatched, report.fanouts) == (True, 0, 1)
         assert huey.pending_count() == 1
+
+
+def test_a_job_dispatched_after_a_reset_was_seen_is_not_taken_for_lost(app, seeded, admin_user, monkeypatch):
+    """Two sweeps at once (a consumer's periodic one and its sweeper thread, or two consumers):
+    one sees the reset, the other then dispatches a waiting job into the new queue. The first,
+    carrying on with what it saw, must not queue that job's fan-out a second time."""
+    from sqlalchemy import select, update
+
+    from school.auth.models import User
+    from school.events.services import create_event, parse_event
+    from school.extensions import db
+    from school.notify import services
+    from school.notify.models import NotificationJob
+    from school.queue import huey
+    from school.timeutil import utcnow
+
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == admin_user.email))
+        create_event(parse_event({"title": "Fire drill", "starts_at": "2031-03-12T09:00:00Z",
+                                  "ends_at": "2031-03-12T09:30:00Z", "audience": WHOLE_SCHOOL}), user)
+        db.session.execute(update(NotificationJob).values(dispatched_at=None))
+        db.session.commit()
+        huey.flush()
+
+        first_began = utcnow()
+        assert services._queue_was_reset(huey)  # the first sweep sees the reset ...
+        other = services.sweep(huey)  # ... and another one dispatches the waiting job meanwhile
+        assert (other.queue_reset, other.dispatched, other.fanouts) == (False, 1, 0)
+
+        # The first sweep carries on with the time it began at and the reset it saw.
+        monkeypatch.setattr(services, "utcnow", lambda: first_began)
+        monkeypatch.setattr(services, "_queue_was_reset", lambda queue: True)
+        first = services.sweep(huey)
+        assert (first.dispatched, first.fanouts) == (0, 0)
+        assert huey.pending_count() == 1, "the fan-out is queued once"

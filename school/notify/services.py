@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, or_, select, true, update
+from sqlalchemy import func, or_, select, update
 
 from ..extensions import cache, db
 from ..timeutil import aware, utcnow
@@ -107,21 +107,21 @@ def sweep(huey, stale_after: float | None = None) -> SweepReport:
     queue_idle = reset or (huey.pending_count() == 0)
 
     live = NotificationJob.status.in_(("queued", "running"))
-    just_dispatched = [job.id for job in db.session.scalars(
-        select(NotificationJob).where(live, NotificationJob.dispatched_at.is_(None))).all() if dispatch(job)]
-    report.dispatched = len(just_dispatched)
+    report.dispatched = sum(dispatch(job) for job in db.session.scalars(
+        select(NotificationJob).where(live, NotificationJob.dispatched_at.is_(None))).all())
 
+    # After a reset, what was queued before it was seen is gone; whatever was dispatched since
+    # (by this sweep, another consumer's, or the web app) went into the new queue and is not lost.
+    # ``now`` was taken before the reset was seen, so it bounds both.
     lost = [NotificationJob.fanout_lease_until < now]
     if reset:
-        lost.append(NotificationJob.fanout_lease_until.is_(None))
+        lost.append(NotificationJob.fanout_lease_until.is_(None) & (NotificationJob.dispatched_at < now))
     elif queue_idle:
         lost.append(NotificationJob.fanout_lease_until.is_(None) & (NotificationJob.dispatched_at < stale))
     lost_fanout = or_(*lost)
-    # A job dispatched a moment ago has no fan-out lease yet; after a reset it would look lost.
     jobs = db.session.scalars(select(NotificationJob).where(
         live | (NotificationJob.status == "paused"), NotificationJob.fanout_done.is_(False),
-        NotificationJob.dispatched_at.is_not(None), NotificationJob.id.not_in(just_dispatched),
-        lost_fanout)).all()
+        NotificationJob.dispatched_at.is_not(None), lost_fanout)).all()
     for job in jobs:
         try:
             enqueue_fanout(job.id, job.priority)
@@ -146,7 +146,7 @@ def sweep(huey, stale_after: float | None = None) -> SweepReport:
 
     lost = [NotificationBatch.enqueued_at.is_(None)]  # released, or the queue was down
     if reset:
-        lost.append(true())
+        lost.append(NotificationBatch.enqueued_at < now)
     elif queue_idle:
         lost.append((NotificationBatch.enqueued_at < stale)
                     & or_(NotificationBatch.not_before.is_(None), NotificationBatch.not_before < stale))
