@@ -110,6 +110,7 @@ def load(env=None) -> dict:
         "HEARTBEAT_INTERVAL": _float(env, "HEARTBEAT_INTERVAL", 5.0),
         "SCHOOL_TIMEZONE": zone,
         "PUBLIC_URL": (env.get("PUBLIC_URL") or "http://127.0.0.1:5000").rstrip("/"),
+        "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
         "RETENTION_DAYS": _int(env, "RETENTION_DAYS", 7),
         "EVENTS_PER_PAGE": 20,
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},

@@ -8,6 +8,7 @@ attribute and htmx adds its indicator rules; CSS cannot run script.
 from flask import Flask, current_app, render_template, request
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 CSP = "; ".join((
     "default-src 'self'",
@@ -70,6 +71,11 @@ def init_app(app: Flask) -> Limiter:
         app.config.setdefault(name, default)
     app.config.setdefault("REMEMBER_COOKIE_SAMESITE", "Lax")
     app.after_request(security_headers)
+    hops = app.config.get("TRUSTED_PROXIES", 0)
+    if hops:
+        # Behind a reverse proxy the client's address and scheme come from its X-Forwarded-*
+        # headers; without this every login attempt would count against the proxy's address.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     # One limiter per app (tests build many), on the shared store so every web worker counts together.
     redis_url = app.config.get("REDIS_URL")

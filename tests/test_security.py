@@ -204,6 +204,23 @@ def test_failed_logins_are_throttled_per_address(app, staff_user):
     assert attempt(client, staff_user.email, staff_user.password, address="203.0.113.9").status_code == 302
 
 
+def test_behind_a_trusted_proxy_the_clients_address_is_throttled_not_the_proxys(app_on, sqlite_url):
+    app = app_on(sqlite_url, TRUSTED_PROXIES="1")
+    client = app.test_client()
+
+    def via_proxy(client_address: str, email: str):
+        environ = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": client_address}
+        token = csrf_token(client.get("/login", environ_base=environ).data)
+        return client.post("/login", data={"email": email, "password": "wrong", "csrf_token": token},
+                           environ_base=environ)
+
+    for n in range(30):
+        assert via_proxy("192.0.2.10", f"guess{n}@school.example.org").status_code == 401
+    assert via_proxy("192.0.2.10", "guess-more@school.example.org").status_code == 429
+    # Another family behind the same proxy is not locked out by the first one's guesses.
+    assert via_proxy("198.51.100.20", "parent@school.example.org").status_code == 401
+
+
 def test_successful_logins_are_never_throttled(app, staff_user):
     for _ in range(12):
         assert attempt(app.test_client(), staff_user.email, staff_user.password).status_code == 302
