@@ -113,7 +113,10 @@ def load(env=None) -> dict:
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
         "RETENTION_DAYS": _int(env, "RETENTION_DAYS", 7),
         "EVENTS_PER_PAGE": 20,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # A consumer's worker thread holds a connection for the batch it sends (see notify.sender)
+        # and takes a second one now and then; SQLAlchemy's default of 15 in all left a consumer
+        # of 16 threads waiting 30 s for connections.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 40},
         "MAX_CONTENT_LENGTH": 256 * 1024,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
