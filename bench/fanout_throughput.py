@@ -8,6 +8,8 @@ from .report import Figure, Report, parse_args, table
 from .stack import Stack
 
 TARGET = 0.6
+# The issue's own reading of that target on a 2-core machine: about 1,400/s, 100,000 in about 70 s.
+EXPECTED_RATE = 1_400
 SWEEP = (4, 8, 16)
 CONSUMERS = 2
 SEED_RATE = "55–83/s"  # what the system this one replaces reports (10,000 in 2-3 min)
@@ -57,6 +59,8 @@ def run(stack: Stack, report: Report, threads: int | None = None) -> list[Figure
                f"{ours.rate:,.0f} emails/s ({ours.seconds:.0f} s)"),
         Figure("3. Fan-out throughput", "ceiling: plain smtplib, 2 processes", f"{ceiling_rate:,.0f} emails/s"),
         Figure("3. Fan-out throughput", "this app / ceiling", f"{ratio:.2f}", f"≥ {TARGET}", ratio >= TARGET),
+        Figure("3. Fan-out throughput", "emails/s against the issue's reading of the target",
+               f"{ours.rate:,.0f}/s", f"≥ {EXPECTED_RATE:,}/s (100,000 in ~70 s)", ours.rate >= EXPECTED_RATE),
     ]
     report.section("3. Fan-out throughput", lines, figures)
     return figures
