@@ -128,3 +128,22 @@ def test_the_events_list_works_while_redis_is_down(make_school, redis_server):
     school.create_event(ANYONE, title="Open day")
     redis_server.stop()
     assert listed_titles(client) == ["Open day"]
+
+
+def test_the_events_list_pages_newest_first(app, seeded, auth, staff_user):
+    from sqlalchemy import select
+
+    from school.auth.models import User
+    from school.events.models import Event
+    from school.extensions import db
+
+    with app.app_context():
+        author = db.session.scalar(select(User).where(User.email == staff_user.email))
+        db.session.add_all([Event(title=f"Event {n:02d}", starts_at=db.func.now(), ends_at=db.func.now(),
+                                  audience={"roles": ["guardians"]}, created_by=author) for n in range(25)])
+        db.session.commit()
+    auth.login(staff_user.email, staff_user.password)
+    first = auth.client.get("/").get_data(as_text=True)
+    assert "Event 24" in first and "Event 04" not in first and "Page 1 of 2" in first and "Older" in first
+    second = auth.client.get("/?page=2").get_data(as_text=True)
+    assert "Event 04" in second and "Event 24" not in second and "Page 2 of 2" in second and "Newer" in second

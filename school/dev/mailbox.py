@@ -14,6 +14,8 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser, BytesParser
 from pathlib import Path
 
+from ..pagination import Page
+
 NAME = re.compile(r"^\d{20}-[0-9a-f]{8}\.eml$")
 
 
@@ -44,26 +46,6 @@ class Summary:
     received: datetime
 
 
-@dataclass(frozen=True)
-class Listing:
-    messages: list[Summary]
-    total: int
-    page: int
-    per_page: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
-
-    @property
-    def has_prev(self) -> bool:
-        return self.page > 1
-
-    @property
-    def has_next(self) -> bool:
-        return self.page < self.pages
-
-
 def received_at(name: str) -> datetime:
     return datetime.fromtimestamp(int(name.split("-", 1)[0]) / 1e9, tz=timezone.utc)
 
@@ -77,7 +59,7 @@ def names(directory: Path) -> list[str]:
     return sorted(entries, reverse=True)
 
 
-def listing(directory: Path, page: int = 1, per_page: int = 50) -> Listing:
+def listing(directory: Path, page: int = 1, per_page: int = 50) -> Page:
     """One page of the mailbox; only the messages on it are opened."""
     all_names = names(directory)
     page = max(1, min(page, max(1, -(-len(all_names) // per_page))))
@@ -90,7 +72,7 @@ def listing(directory: Path, page: int = 1, per_page: int = 50) -> Listing:
             continue
         summaries.append(Summary(name=name, to=str(headers.get("To", "")),
                                  subject=str(headers.get("Subject", "")), received=received_at(name)))
-    return Listing(messages=summaries, total=len(all_names), page=page, per_page=per_page)
+    return Page(items=summaries, total=len(all_names), page=page, per_page=per_page)
 
 
 def raw(directory: Path, name: str) -> bytes | None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from flask import current_app
 
 from ..extensions import cache
+from ..pagination import Page
 from . import metrics
 
 log = logging.getLogger(__name__)
@@ -67,37 +67,7 @@ def stats() -> dict:
 
 # --- the events list -------------------------------------------------------------------------
 
-@dataclass
-class EventsPage:
-    """What ``events/index.html`` reads from a Flask-SQLAlchemy pagination, from cached rows."""
-
-    items: list[dict]
-    page: int
-    per_page: int
-    total: int
-    pages: int = field(init=False)
-
-    def __post_init__(self):
-        self.pages = max(1, -(-self.total // self.per_page))
-
-    @property
-    def has_prev(self) -> bool:
-        return self.page > 1
-
-    @property
-    def has_next(self) -> bool:
-        return self.page < self.pages
-
-    @property
-    def prev_num(self) -> int | None:
-        return self.page - 1 if self.has_prev else None
-
-    @property
-    def next_num(self) -> int | None:
-        return self.page + 1 if self.has_next else None
-
-
-def events_page(page: int, per_page: int) -> EventsPage:
+def events_page(page: int, per_page: int) -> Page:
     """A page of events, newest first. The events come from the cache; their jobs' statuses, which
     consumers change all the time, are read fresh (one indexed query for the page's jobs)."""
     from sqlalchemy import func, select
@@ -125,4 +95,4 @@ def events_page(page: int, per_page: int) -> EventsPage:
         for item in items:
             status = statuses.get(item["id"])
             item["job"] = {"status": status} if status else None
-    return EventsPage(items=items, page=page, per_page=per_page, total=cached["total"])
+    return Page(items=items, page=page, per_page=per_page, total=cached["total"])
