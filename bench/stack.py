@@ -398,10 +398,12 @@ class Stack:
             return cursor.fetchall() if cursor.description else []
         import sqlite3
 
-        with sqlite3.connect(self.workdir / "data" / "school.db", timeout=30) as conn:
-            conn.execute("PRAGMA busy_timeout=30000")
-            rows = conn.execute(query.replace("%s", "?"), params).fetchall()
-        return rows
+        conn = sqlite3.connect(self.workdir / "data" / "school.db", timeout=30)
+        try:
+            with conn:  # commits
+                return conn.execute(query.replace("%s", "?"), params).fetchall()
+        finally:
+            conn.close()
 
     def server_version(self) -> str:
         if self.backend == "postgres":

@@ -43,11 +43,3 @@ def executable(name: str) -> str:
     if not found:
         raise SystemExit(f"{name} is missing: install the project's requirements.txt")
     return found
-
-
-def py_spy() -> str | None:
-    """py-spy, for profiling a consumer (optional; installed into the virtualenv when asked)."""
-    local = VENV_BIN / "py-spy"
-    if not local.exists():
-        _run([sys.executable, "-m", "pip", "install", "-q", "py-spy==0.4.3"])
-    return str(local) if local.exists() else None
