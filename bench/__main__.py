@@ -6,7 +6,15 @@ and the 100,000-recipient runs of benchmark 3 serve benchmarks 4 and 5 too.
 import sys
 import time
 
-from . import create_latency, create_under_load, embedded, fanout_throughput, memory, progress_polling, scaling
+from . import (
+    create_latency,
+    create_under_load,
+    embedded,
+    fanout_throughput,
+    memory,
+    progress_polling,
+    scaling,
+)
 from .report import Report, parse_args
 from .stack import Stack
 

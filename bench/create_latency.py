@@ -1,9 +1,8 @@
 """1. Create latency vs audience: 200 ``POST /api/events`` for ten people and 200 for the whole
 school, through gunicorn, with no consumer running (the queue only receives the fan-out tasks)."""
-import sys
 
-from .report import Figure, Report, ms, parse_args, table
-from .stack import Stack, percentile
+from .report import Figure, Report, ms, table
+from .stack import Stack, percentile, run_alone
 
 REQUESTS = 200
 WARM_UP = 10
@@ -54,12 +53,7 @@ def run(stack: Stack, report: Report, requests: int = REQUESTS) -> list[Figure]:
 
 
 def main(argv=None) -> None:
-    args = parse_args(__doc__, argv)
-    report = Report("bench.create_latency", sys.argv[1:] if argv is None else argv, record=not args.no_record)
-    with Stack(args.students, threads=args.threads or 8) as stack:
-        report.header([stack.server_version()])
-        run(stack, report)
-    report.summary()
+    run_alone("bench.create_latency", __doc__, run, argv)
 
 
 if __name__ == "__main__":

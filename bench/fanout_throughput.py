@@ -1,11 +1,10 @@
 """3. Fan-out throughput: about 100,000 recipients on PostgreSQL + Redis, rate limit off, into
 smtp-sink, with 2 consumer processes; and, in the same run, the ceiling: plain smtplib sending as
 many copies of one already-rendered notification to the same smtp-sink from 2 processes."""
-import sys
 
 from . import ceiling
-from .report import Figure, Report, parse_args, table
-from .stack import Stack
+from .report import Figure, Report, table
+from .stack import Stack, run_alone
 
 TARGET = 0.6
 # The issue's own reading of that target on a 2-core machine: about 1,400/s, 100,000 in about 70 s.
@@ -67,12 +66,7 @@ def run(stack: Stack, report: Report, threads: int | None = None) -> list[Figure
 
 
 def main(argv=None) -> None:
-    args = parse_args(__doc__, argv, sweep=True)
-    report = Report("bench.fanout_throughput", sys.argv[1:] if argv is None else argv, record=not args.no_record)
-    with Stack(args.students, threads=args.threads or 8) as stack:
-        report.header([stack.server_version()])
-        run(stack, report, args.threads)
-    report.summary()
+    run_alone("bench.fanout_throughput", __doc__, run, argv, sweep=True)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
 """5. Memory: the peak resident memory of a consumer process sending to about 10,000 and to
 about 100,000 recipients (VmHWM from /proc, read just before the consumer stops)."""
-import sys
 
-from .report import Figure, Report, parse_args, table
-from .stack import Stack
+from .report import Figure, Report, table
+from .stack import Stack, run_alone
 
 TARGET = 1.2
 CONSUMERS = 2
@@ -32,12 +31,7 @@ def run(stack: Stack, report: Report, threads: int | None = None) -> list[Figure
 
 
 def main(argv=None) -> None:
-    args = parse_args(__doc__, argv)
-    report = Report("bench.memory", sys.argv[1:] if argv is None else argv, record=not args.no_record)
-    with Stack(args.students, threads=args.threads or 8) as stack:
-        report.header([stack.server_version()])
-        run(stack, report)
-    report.summary()
+    run_alone("bench.memory", __doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
 """7. Progress polling: latency of GET /api/jobs/<id> and of the progress fragment the job page
 polls every second, while a 100,000-recipient job is being sent (see ``bench.under_load``)."""
-import sys
 
-from .report import Figure, Report, ms, parse_args, table
-from .stack import Stack, percentile
+from .report import Figure, Report, ms, table
+from .stack import Stack, percentile, run_alone
 from .under_load import measure
 
 
@@ -25,12 +24,7 @@ def run(stack: Stack, report: Report) -> list[Figure]:
 
 
 def main(argv=None) -> None:
-    args = parse_args(__doc__, argv)
-    report = Report("bench.progress_polling", sys.argv[1:] if argv is None else argv, record=not args.no_record)
-    with Stack(args.students, threads=args.threads or 8) as stack:
-        report.header([stack.server_version()])
-        run(stack, report)
-    report.summary()
+    run_alone("bench.progress_polling", __doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
 """4. Scaling: the 100,000-recipient fan-out with 1 and with 2 consumer processes."""
 import os
-import sys
 
-from .report import Figure, Report, parse_args, table
-from .stack import Stack
+from .report import Figure, Report, table
+from .stack import Stack, run_alone
 
 
 def run(stack: Stack, report: Report, threads: int | None = None) -> list[Figure]:
@@ -29,12 +28,7 @@ def run(stack: Stack, report: Report, threads: int | None = None) -> list[Figure
 
 
 def main(argv=None) -> None:
-    args = parse_args(__doc__, argv)
-    report = Report("bench.scaling", sys.argv[1:] if argv is None else argv, record=not args.no_record)
-    with Stack(args.students, threads=args.threads or 8) as stack:
-        report.header([stack.server_version()])
-        run(stack, report)
-    report.summary()
+    run_alone("bench.scaling", __doc__, run, argv)
 
 
 if __name__ == "__main__":

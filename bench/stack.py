@@ -565,3 +565,19 @@ class Stack:
 def _libpq(url: str) -> str:
     """The SQLAlchemy URL as libpq understands it."""
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def run_alone(name: str, doc: str, run, argv=None, sweep: bool = False) -> None:
+    """``python -m bench.<name>``: one benchmark on a stack and a school of its own."""
+    from .report import Report, parse_args
+
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(doc, argv, sweep=sweep)
+    report = Report(name, argv, record=not args.no_record)
+    with Stack(args.students, threads=args.threads or 8) as stack:
+        report.header([stack.server_version()])
+        if sweep:
+            run(stack, report, args.threads)
+        else:
+            run(stack, report)
+    report.summary()
