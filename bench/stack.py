@@ -23,18 +23,14 @@ from urllib.parse import urlencode, urlsplit
 
 import psycopg
 
+from school import config
+
 from . import tools
 
 ROOT = Path(__file__).resolve().parent.parent
 # The server the bench creates its database on (and drops it from afterwards).
 BASE_DATABASE_URL = (os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
                      or "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-# Settings the app reads: the bench decides every one of them, nothing leaks in from the caller.
-APP_SETTINGS = ("APP_ENV", "DATA_DIR", "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "MAIL_SERVER", "MAIL_PORT",
-                "MAIL_USE_TLS", "MAIL_USE_SSL", "MAIL_USERNAME", "MAIL_PASSWORD", "MAIL_DEFAULT_SENDER",
-                "MAIL_TIMEOUT", "MAIL_RATE_LIMIT", "NOTIFY_BATCH_SIZE", "NOTIFY_RETRIES", "NOTIFY_RETRY_DELAY",
-                "NOTIFY_RETRY_BACKOFF", "NOTIFY_LEASE_SECONDS", "NOTIFY_SWEEP_INTERVAL", "RETENTION_DAYS",
-                "PUBLIC_URL", "HUEY_NAME")
 USER_EMAIL = "bench@school.example.org"
 USER_PASSWORD = "bench-" + secrets.token_hex(8)
 
@@ -337,7 +333,9 @@ class Stack:
     # -- configuration --
 
     def env(self, **extra) -> dict:
-        env = {k: v for k, v in os.environ.items() if k not in APP_SETTINGS and not k.startswith("FLASK_")}
+        # The bench decides every setting the app reads: nothing leaks in from the caller.
+        settings = config.variable_names()
+        env = {k: v for k, v in os.environ.items() if k not in settings and not k.startswith("FLASK_")}
         env.update({
             "APP_ENV": "production",
             "SECRET_KEY": "bench-" + self.huey_name,

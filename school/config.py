@@ -131,3 +131,23 @@ def load(env=None) -> dict:
         config.update(CACHE_TYPE="FileSystemCache", CACHE_DIR=str(data_dir / "cache"), CACHE_THRESHOLD=2000)
     config["CACHE_DEFAULT_TIMEOUT"] = 300
     return config
+
+
+class _Recorder(dict):
+    """An empty environment that remembers every variable asked of it."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: set[str] = set()
+
+    def get(self, name, default=None):
+        self.names.add(name)
+        return default
+
+
+def variable_names() -> frozenset[str]:
+    """Every environment variable ``load`` reads, found by letting it read an empty environment,
+    so scripts and tests that must start from a clean environment never work from a stale list."""
+    recorder = _Recorder()
+    load(recorder)
+    return frozenset(recorder.names)

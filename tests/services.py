@@ -27,29 +27,12 @@ from pathlib import Path
 
 import pytest
 
+from school import config
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-class _AskedFor(dict):
-    """An empty environment that remembers every variable asked of it."""
-
-    def __init__(self):
-        super().__init__()
-        self.names: set[str] = set()
-
-    def get(self, name, default=None):
-        self.names.add(name)
-        return default
-
-
-def setting_names() -> frozenset[str]:
-    """Every variable school/config.py reads, found by letting it read an empty environment."""
-    from school import config
-
-    asked = _AskedFor()
-    config.load(asked)
-    return frozenset(asked.names)
 
 
 SENDER = "Springfield School <notices@springfield-school.example.org>"
@@ -87,7 +70,7 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, message=None):
 def _clean_environ() -> dict[str, str]:
     """This process's environment without any of the app's settings: a test's processes get
     exactly the values the test chose, never whatever the shell that started pytest exported."""
-    excluded = setting_names() | {"FLASK_APP"}
+    excluded = config.variable_names() | {"FLASK_APP"}
     return {k: v for k, v in os.environ.items() if k not in excluded}
 
 

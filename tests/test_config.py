@@ -15,11 +15,7 @@ from school.extensions import cache, db
 from .conftest import close
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = ("APP_ENV", "DATA_DIR", "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "HUEY_NAME", "MAIL_SERVER",
-            "MAIL_PORT", "MAIL_USE_TLS", "MAIL_USE_SSL", "MAIL_USERNAME", "MAIL_PASSWORD",
-            "MAIL_DEFAULT_SENDER", "MAIL_TIMEOUT", "MAIL_RATE_LIMIT", "NOTIFY_BATCH_SIZE", "NOTIFY_RETRIES",
-            "NOTIFY_RETRY_DELAY", "NOTIFY_RETRY_BACKOFF", "NOTIFY_LEASE_SECONDS", "NOTIFY_SWEEP_INTERVAL",
-            "PUBLIC_URL", "RETENTION_DAYS")
+SETTINGS = config.variable_names()
 # Any loopback port nobody listens on: building the app must not need Redis to be up.
 UNUSED_REDIS = "redis://127.0.0.1:1/0"
 
