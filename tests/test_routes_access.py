@@ -70,6 +70,13 @@ EVENT = {"title": "Sports day", "starts_at": "2031-06-12T09:00:00Z", "ends_at": 
 
 
 @pytest.fixture
+def app(app_on, sqlite_url, smtp_server):
+    """The app with every dependency /health/ready checks up (its SMTP server included), so each
+    route answers for who is calling, not for what happens to be listening on this machine."""
+    return app_on(sqlite_url, MAIL_PORT=str(smtp_server.port))
+
+
+@pytest.fixture
 def world(app, admin_user, staff_user):
     """Tokens for both users, and an event with its job for the routes that need ids."""
     from school.auth.services import authenticate
