@@ -6,17 +6,46 @@ worker that holds the batch's lease, so a job's progress is a sum over its batch
 of its recipients.
 """
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..events.models import Event
 from ..extensions import db
 from ..timeutil import utcnow
 
-JOB_STATUSES = ("queued", "running", "paused", "done", "failed", "canceled")
-JOB_ENDED = ("done", "failed", "canceled")
-RECIPIENT_STATUSES = ("pending", "sending", "sent", "failed", "canceled")
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+JOB_LIVE = (JobStatus.QUEUED, JobStatus.RUNNING)  # may still send
+JOB_OPEN = (*JOB_LIVE, JobStatus.PAUSED)  # not yet ended
+JOB_ENDED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class BatchStatus(StrEnum):
+    """queued -> sending (leased) -> done; back to queued to retry."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    DONE = "done"
+
+
+class RecipientStatus(StrEnum):
+    """pending -> sending (in doubt until the reply) -> sent | failed | canceled; back to pending to retry."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELED = "canceled"
 
 
 class NotificationJob(db.Model):
@@ -24,7 +53,7 @@ class NotificationJob(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), unique=True)
-    status: Mapped[str] = mapped_column(String(10), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(10), default=JobStatus.QUEUED, index=True)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     total: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
@@ -43,7 +72,7 @@ class NotificationJob(db.Model):
     final_failed: Mapped[int | None] = mapped_column(Integer)
     final_canceled: Mapped[int | None] = mapped_column(Integer)
 
-    event: Mapped[Event] = relationship(back_populates="job")
+    event: Mapped["Event"] = relationship(back_populates="job")  # noqa: F821 (events.models)
     batches: Mapped[list["NotificationBatch"]] = relationship(back_populates="job", cascade="all, delete-orphan")
 
 
@@ -57,8 +86,7 @@ class NotificationBatch(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("notification_jobs.id", ondelete="CASCADE"), index=True)
     seq: Mapped[int] = mapped_column(Integer)
-    # queued -> sending (leased) -> done; back to queued to retry
-    status: Mapped[str] = mapped_column(String(10), default="queued")
+    status: Mapped[str] = mapped_column(String(10), default=BatchStatus.QUEUED)
     size: Mapped[int] = mapped_column(Integer, default=0)
     sent: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
@@ -89,7 +117,7 @@ class Notification(db.Model):
     name: Mapped[str] = mapped_column(String(200))
     roles: Mapped[str] = mapped_column(String(40))
     children: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(10), default="pending")
+    status: Mapped[str] = mapped_column(String(10), default=RecipientStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
