@@ -11,14 +11,14 @@ from types import SimpleNamespace
 from school import create_app
 from school.events.models import Event
 from school.extensions import db
-from school.notify import mailer
+from school.notify.letter import Letter
 from school.roster.audience import Audience, count
 
 
 def message(event_id: int) -> bytes:
     event = db.session.get(Event, event_id)
     recipient = SimpleNamespace(id=1, email="guardian1@example.org", name="Ada Adams", children="Ben Adams")
-    return mailer.Letter(event, event.job.id).render(recipient).data
+    return Letter(event, event.job.id).render(recipient).data
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from school.extensions import db
 from school.notify.models import Notification, NotificationBatch, NotificationJob
 from school.notify.retention import purge
 from school.notify.tasks import purge_old_rows
-from school.notify.services import progress
+from school.notify.progress import progress
 
 
 def finished_job(title: str, finished_at: datetime, sent: int, failed: int) -> int:

@@ -4,7 +4,7 @@ from sqlalchemy import select
 
 from school.events.models import Event
 from school.extensions import db
-from school.notify import mailer, sender
+from school.notify import delivery, letter
 from school.notify.fanout import run_fanout
 from school.notify.models import Notification, NotificationBatch, NotificationJob
 
@@ -21,7 +21,7 @@ def one_batch(app_on, sqlite_url, smtp_server):
         job = NotificationJob(event=event, dispatched_at=db.func.now())
         db.session.add_all([event, job])
         db.session.commit()
-        run_fanout(job.id, "test", lambda *args, **kwargs: None)
+        run_fanout(job.id, lambda *args, **kwargs: None)
         batch_id = db.session.scalar(select(NotificationBatch.id).where(NotificationBatch.job_id == job.id))
     return app, job.id, batch_id
 
@@ -32,16 +32,16 @@ def test_a_batch_that_keeps_crashing_is_failed_with_a_reason(one_batch, smtp_ser
     def broken(self, recipient):
         raise RuntimeError("template exploded")
 
-    monkeypatch.setattr(mailer.Letter, "render", broken)
+    monkeypatch.setattr(letter.Letter, "render", broken)
     with app.app_context():
         with pytest.raises(RuntimeError):
-            sender.send(batch_id, lambda *args, **kwargs: None)
+            delivery.send(batch_id, lambda *args, **kwargs: None)
         # First crash: handed back, nothing lost, nothing failed yet.
         assert db.session.get(NotificationBatch, batch_id).status == "queued"
         assert set(db.session.scalars(select(Notification.status).where(Notification.job_id == job_id))) == {"pending"}
 
         with pytest.raises(RuntimeError):
-            sender.send(batch_id, lambda *args, **kwargs: None)
+            delivery.send(batch_id, lambda *args, **kwargs: None)
         # Out of retries: every recipient failed with the reason, and the job is over.
         rows = db.session.execute(select(Notification.status, Notification.last_error)
                                   .where(Notification.job_id == job_id)).all()

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 from aiosmtpd.controller import Controller
 
-from school.notify import mailer
+from school.notify import transport
+from school.notify.letter import Letter
 from tests.services import RecordingHandler, free_port
 
 NO_SUCH_USER = "550 5.1.1 No such user"
@@ -42,22 +43,22 @@ def test_refusals_over_a_pipelining_server(app_on, sqlite_url, pipelining_server
               "third@example.org"]
     outcomes = {}
     with app.app_context():
-        letter = mailer.Letter(event, 3)
-        with mailer.Outbox() as outbox:
+        letter = Letter(event, 3)
+        with transport.SmtpSession() as outbox:
             for number, address in enumerate(people, start=1):
                 recipient = SimpleNamespace(id=number, email=address, name="Ada Adams", children="")
                 try:
                     outbox.send(letter.render(recipient))
                     outcomes[address] = "sent"
-                except mailer.SendError as exc:
+                except transport.SendError as exc:
                     outcomes[address] = (exc.kind, exc.reply)
             assert outbox.connection.host.has_extn("pipelining"), "the server's offer was not seen"
 
     assert outcomes == {
         "first@example.org": "sent",
-        "unknown@example.org": (mailer.PERMANENT, NO_SUCH_USER),
+        "unknown@example.org": (transport.PERMANENT, NO_SUCH_USER),
         "second@example.org": "sent",
-        "busy@example.org": (mailer.TEMPORARY, TRY_LATER),
+        "busy@example.org": (transport.TEMPORARY, TRY_LATER),
         "third@example.org": "sent",
     }
     received = handler.received

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 from markupsafe import escape
 
-from school.notify.mailer import build_message, one_line
+from school.notify.letter import Letter
+from school.notify.transport import one_line
 from tests.pages import parse
 from tests.services import ADMIN_EMAIL, ADMIN_PASSWORD
 
@@ -78,7 +79,7 @@ def store_email(school, event, job_id) -> str:
 
     recipient = SimpleNamespace(id=1, email="parent@example.org", name="A Parent", children="Sam Parent")
     with school.app.app_context():
-        message = build_message(event, job_id, recipient).as_bytes()
+        message = Letter(event, job_id).message(recipient).as_bytes()
         return store(mailbox_dir(school.app.config), message, "notices@example.org", [recipient.email])
 
 
@@ -148,7 +149,7 @@ def test_both_parts_of_the_email_show_the_payloads_as_text(school):
         for item in made:
             payload = item["payload"]
             event = db.session.get(Event, item["event_id"])
-            message = build_message(event, item["job_id"], SimpleNamespace(
+            message = Letter(event, item["job_id"]).message(SimpleNamespace(
                 id=7, email="parent@example.org", name="A Parent", children="Sam Parent"))
             assert payload in message.body  # plain text: the characters themselves, nothing to interpret
             assert_shown_escaped(message.html, payload, "the HTML part")
@@ -173,7 +174,7 @@ def test_a_title_with_line_breaks_adds_no_header(school, title):
         from datetime import datetime, timezone
 
         event.starts_at = event.ends_at = datetime(2031, 3, 12, 18, tzinfo=timezone.utc)
-        raw = build_message(event, 3, recipient).as_bytes()
+        raw = Letter(event, 3).message(recipient).as_bytes()
     parsed = message_from_bytes(raw, policy=policy.default)
     names = [name.lower() for name in parsed.keys()]
     assert "bcc" not in names and "cc" not in names and "x-injected" not in names and "reply-to" not in names

@@ -6,17 +6,19 @@ the fan-out is still writing. Rows are unique per job and address: a fan-out tha
 after a crash skips what it already wrote and only makes batches for the rest.
 """
 import logging
-from datetime import timedelta
 from itertools import islice
 
 from flask import current_app
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-from ..events.models import Event
 from ..extensions import db
 from ..roster.audience import Audience, count, recipients
 from ..timeutil import utcnow
-from .models import Notification, NotificationBatch, NotificationJob
+from . import leases
+from .completion import finish_if_complete
+from .models import (JOB_OPEN, BatchStatus, JobStatus, Notification, NotificationBatch, NotificationJob,
+                     RecipientStatus)
 
 log = logging.getLogger(__name__)
 
@@ -26,47 +28,36 @@ log = logging.getLogger(__name__)
 ROWS_PER_COMMIT = 1000
 
 
-def claim_fanout(job_id: int, owner: str) -> bool:
-    """Take the job's fan-out lease; False when another worker holds it or nothing is left to do."""
-    now = utcnow()
-    lease = timedelta(seconds=current_app.config["NOTIFY_LEASE_SECONDS"])
-    result = db.session.execute(
-        update(NotificationJob)
-        .where(
-            NotificationJob.id == job_id,
-            NotificationJob.fanout_done.is_(False),
-            NotificationJob.status.in_(("queued", "running", "paused")),
-            or_(NotificationJob.fanout_lease_until.is_(None), NotificationJob.fanout_lease_until < now),
-        )
-        .values(
-            status=func.coalesce(func.nullif(NotificationJob.status, "queued"), "running"),
-            started_at=func.coalesce(NotificationJob.started_at, now),
-            fanout_lease_until=now + lease,
-            fanout_owner=owner,
-        )
+def claim_fanout(job_id: int) -> str | None:
+    """Take the job's fan-out lease; its owner, or None when another worker holds it or nothing is left."""
+    return leases.claim(
+        NotificationJob, job_id,
+        lambda now: NotificationJob.fanout_done.is_(False) & NotificationJob.status.in_(JOB_OPEN) & or_(
+            NotificationJob.fanout_lease_until.is_(None), NotificationJob.fanout_lease_until < now),
+        NotificationJob.fanout_owner, NotificationJob.fanout_lease_until,
+        status=func.coalesce(func.nullif(NotificationJob.status, JobStatus.QUEUED), JobStatus.RUNNING),
+        started_at=lambda now: func.coalesce(NotificationJob.started_at, now),
     )
-    db.session.commit()
-    return result.rowcount == 1
 
 
-def run_fanout(job_id: int, owner: str, enqueue_batch) -> int:
+def run_fanout(job_id: int, enqueue_batch) -> int:
     """Write the job's rows and batches; ``enqueue_batch(batch_id, priority)`` hands each to the queue.
 
     Returns how many recipients this run added.
     """
-    if not claim_fanout(job_id, owner):
+    owner = claim_fanout(job_id)
+    if owner is None:
         log.info("job %s: fan-out already done or running elsewhere", job_id)
         return 0
     job = db.session.get(NotificationJob, job_id)
-    audience = Audience.from_dict(db.session.get(Event, job.event_id).audience)
+    audience = Audience.from_dict(job.event.audience)
     size = current_app.config["NOTIFY_BATCH_SIZE"]
-    lease = timedelta(seconds=current_app.config["NOTIFY_LEASE_SECONDS"])
     priority = job.priority
     next_seq = (db.session.scalar(select(func.max(NotificationBatch.seq)).where(NotificationBatch.job_id == job_id))
                 or 0) + 1
     db.session.commit()  # end the read transaction before the long stream (SQLite holds a lock while open)
     try:
-        added = _write(job_id, audience, size, lease, priority, next_seq, enqueue_batch)
+        added = _write(job_id, audience, size, priority, next_seq, enqueue_batch)
     except Exception:
         # Give the lease back at once, so the task's own retry can take over in seconds instead of
         # finding it held until it expires.
@@ -79,23 +70,22 @@ def run_fanout(job_id: int, owner: str, enqueue_batch) -> int:
     return added
 
 
-def _write(job_id: int, audience: Audience, size: int, lease: timedelta, priority: int, next_seq: int,
-           enqueue_batch) -> int:
+def _write(job_id: int, audience: Audience, size: int, priority: int, next_seq: int, enqueue_batch) -> int:
     added = 0
     queue_up = True  # after one failure to queue a batch, the rest are left to the sweeper too
     stream = recipients(audience)
     per_commit = max(1, ROWS_PER_COMMIT // size)
     while chunks := [chunk for chunk in (list(islice(stream, size)) for _ in range(per_commit)) if chunk]:
-        if db.session.scalar(select(NotificationJob.status).where(NotificationJob.id == job_id)) == "canceled":
+        if db.session.scalar(select(NotificationJob.status).where(NotificationJob.id == job_id)) == JobStatus.CANCELED:
             break  # nothing more to write for a canceled job
         enqueued_at = utcnow() if queue_up else None
         batch_ids = db.session.scalars(
             insert(NotificationBatch).returning(NotificationBatch.id, sort_by_parameter_order=True),
-            [{"job_id": job_id, "seq": next_seq + index, "status": "queued", "size": 0, "enqueued_at": enqueued_at}
+            [{"job_id": job_id, "seq": next_seq + index, "status": BatchStatus.QUEUED, "size": 0, "enqueued_at": enqueued_at}
              for index in range(len(chunks))],
         ).all()
         rows = [{"job_id": job_id, "batch_id": batch_id, "email": r.email, "name": r.name,
-                 "roles": ",".join(r.roles), "children": ", ".join(r.children), "status": "pending"}
+                 "roles": ",".join(r.roles), "children": ", ".join(r.children), "status": RecipientStatus.PENDING}
                 for batch_id, chunk in zip(batch_ids, chunks) for r in chunk]
         written = _insert_new(rows, batch_ids)
         filled = [batch_id for batch_id in batch_ids if written.get(batch_id)]
@@ -103,7 +93,7 @@ def _write(job_id: int, audience: Audience, size: int, lease: timedelta, priorit
             db.session.execute(update(NotificationBatch), [{"id": b, "size": written[b]} for b in filled])
             db.session.execute(
                 update(NotificationJob).where(NotificationJob.id == job_id)
-                .values(total=NotificationJob.total + sum(written.values()), fanout_lease_until=utcnow() + lease)
+                .values(total=NotificationJob.total + sum(written.values()), fanout_lease_until=leases.expires_from())
             )
         if len(filled) < len(batch_ids):  # rows a run before this one already wrote
             db.session.execute(NotificationBatch.__table__.delete().where(
@@ -140,28 +130,10 @@ def _hand_out(batch_id: int, priority: int, enqueue_batch) -> bool:
 
 def _insert_new(rows: list[dict], batch_ids: list[int]) -> dict[int, int]:
     """Insert rows, skipping (job, email) pairs already there; return how many each batch got."""
-    dialect = db.engine.dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    dialect_insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
     stmt = dialect_insert(Notification).on_conflict_do_nothing(index_elements=["job_id", "email"])
     db.session.execute(stmt, rows)
     # The batches are new, so what they hold now is what this insert wrote.
     return dict(db.session.execute(
         select(Notification.batch_id, func.count()).where(Notification.batch_id.in_(batch_ids))
         .group_by(Notification.batch_id)).all())
-
-
-def finish_if_complete(job_id: int) -> bool:
-    """Mark the job done once its fan-out is over and every batch is done."""
-    open_batches = select(NotificationBatch.id).where(
-        NotificationBatch.job_id == job_id, NotificationBatch.status != "done")
-    result = db.session.execute(
-        update(NotificationJob)
-        .where(and_(NotificationJob.id == job_id, NotificationJob.status == "running",
-                    NotificationJob.fanout_done.is_(True), ~open_batches.exists()))
-        .values(status="done", finished_at=utcnow())
-    )
-    db.session.commit()
-    return result.rowcount == 1

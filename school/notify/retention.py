@@ -8,7 +8,7 @@ from sqlalchemy import delete, select, update
 from ..extensions import db
 from ..timeutil import utcnow
 from .models import JOB_ENDED, Notification, NotificationBatch, NotificationJob
-from .services import progress
+from .progress import progress
 
 log = logging.getLogger(__name__)
 

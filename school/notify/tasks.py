@@ -1,56 +1,65 @@
-"""The Huey tasks. They take ids, run inside the app, and leave the rules to plain functions."""
+"""The Huey tasks and the consumer's notify wiring. Tasks take ids, run inside the app, and leave the
+rules to the domain modules, handing them the enqueue functions defined here."""
 import logging
 import threading
 
 from huey import crontab
 from huey.signals import SIGNAL_INTERRUPTED
 
-from ..ops import heartbeats  # noqa: F401  (each consumer process publishes a heartbeat)
+from ..extensions import db
 from ..queue import app_context, get_app, huey
-from . import fanout as fanout_module
-from . import sender, services
+from . import delivery, fanout as fanout_module, recovery, retention, worker
+from .models import JobStatus, NotificationBatch, NotificationJob
+from .outbox import requeue
 
 log = logging.getLogger(__name__)
 RELEASE_TIMEOUT = 10.0
 
 
+def enqueue_fanout(job_id: int, priority: int) -> None:
+    huey.enqueue(fanout.s(job_id, priority=priority))
+
+
+def enqueue_batch(batch_id: int, priority: int, delay: float = 0) -> None:
+    huey.enqueue(send_batch.s(batch_id, priority=priority, delay=delay or None))
+
+
+def sweep_now() -> recovery.SweepReport:
+    return recovery.sweep(huey, enqueue_fanout, enqueue_batch)
+
+
 @huey.task(retries=3, retry_delay=5)
 def fanout(job_id: int) -> int:
     with app_context():
-        return fanout_module.run_fanout(job_id, sender.OWNER, services.enqueue_batch)
+        return fanout_module.run_fanout(job_id, enqueue_batch)
 
 
 @huey.task()
 def send_batch(batch_id: int) -> str:
     with app_context():
-        outcome = sender.send(batch_id, services.enqueue_batch)
-        if outcome == "released" and not sender.stopping.is_set():
+        outcome = delivery.send(batch_id, enqueue_batch)
+        if outcome == "released" and not worker.stopping.is_set():
             _offer_again(batch_id)
         return outcome
 
 
 def _offer_again(batch_id: int) -> None:
-    from ..extensions import db
-    from .models import NotificationBatch, NotificationJob
-
     batch = db.session.get(NotificationBatch, batch_id)
     job = db.session.get(NotificationJob, batch.job_id)
-    if job.status == "running":
-        services.requeue(batch, job.priority)
+    if job.status == JobStatus.RUNNING:
+        requeue(batch_id, job.priority, enqueue_batch)
 
 
 @huey.periodic_task(crontab(minute="*"))
 def sweep() -> None:
     with app_context():
-        services.sweep(huey)
+        sweep_now()
 
 
 @huey.periodic_task(crontab(minute="17", hour="3"))
 def purge_old_rows() -> None:
-    from .retention import purge
-
     with app_context():
-        purge()
+        retention.purge()
 
 
 # --- consumer lifecycle -----------------------------------------------------------------------
@@ -72,19 +81,19 @@ def start_sweeper() -> None:
 
 
 def _sweep_forever(interval: float) -> None:
-    while not sender.stopping.is_set():
+    while not worker.stopping.is_set():
         try:
             with app_context():
-                services.sweep(huey)
+                sweep_now()
         except Exception:
             log.warning("sweep failed; trying again in %.0f s", interval, exc_info=True)
-        sender.stopping.wait(interval)
+        worker.stopping.wait(interval)
 
 
 @huey.signal(SIGNAL_INTERRUPTED)
 def release_on_stop(signal, task, *args, **kwargs) -> None:
     """The consumer is stopping with tasks still running: have their batches hand back what they
     have not sent, so nothing is lost and nothing is sent twice."""
-    sender.stopping.set()
-    if not sender.wait_for_release(RELEASE_TIMEOUT):
+    worker.stopping.set()
+    if not worker.wait_for_release(RELEASE_TIMEOUT):
         log.warning("some batches did not release within %.0f s; their leases will expire", RELEASE_TIMEOUT)

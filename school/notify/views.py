@@ -7,13 +7,14 @@ from sqlalchemy.orm import joinedload
 from ..auth.decorators import admin_required
 from ..extensions import db
 from ..routing import page_arg
-from .models import Notification, NotificationJob
-from .services import JobStateError, cancel, pause, progress, resume, retry_failed
+from . import controls
+from .models import NotificationJob
+from .progress import failed_recipients, progress
+from .tasks import enqueue_batch
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
 STOP_POLLING = 286  # htmx 2 stops an `every` trigger when it gets this status
-FAILED_SHOWN = 50
 
 
 def _job_or_404(job_id: int) -> NotificationJob:
@@ -21,12 +22,6 @@ def _job_or_404(job_id: int) -> NotificationJob:
     if job is None:
         abort(404)
     return job
-
-
-def failed_recipients(job_id: int, limit: int = FAILED_SHOWN):
-    return db.session.scalars(
-        select(Notification).where(Notification.job_id == job_id, Notification.status == "failed")
-        .order_by(Notification.id).limit(limit)).all()
 
 
 def _job_page():
@@ -73,21 +68,13 @@ def fragment(job_id: int):
     return make_response(html, STOP_POLLING if p.ended else 200)
 
 
-ACTIONS = {"pause": pause, "resume": resume, "cancel": cancel}
-
-
 @bp.post("/<int:job_id>/<any(pause, resume, cancel, 'retry-failed'):action>")
 @admin_required
 def control(job_id: int, action: str):
     _job_or_404(job_id)
     try:
-        if action == "retry-failed":
-            n = retry_failed(job_id)
-            message = f"Sending again to {n:,} failed recipient(s)." if n else "No failed recipients to retry."
-        else:
-            ACTIONS[action](job_id)
-            message = {"pause": "Paused.", "resume": "Resumed.", "cancel": "Canceled."}[action]
-    except JobStateError as exc:
+        message = controls.describe(action, controls.apply(job_id, action, enqueue_batch))
+    except controls.JobStateError as exc:
         message = f"Cannot {action.replace('-', ' ')}: {exc}."
     if request.headers.get("HX-Request"):
         job = _job_or_404(job_id)
