@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 
 run: setup
 	$(BIN)/flask --app app db upgrade
-	$(BIN)/python -m school.dev.run --port $(PORT)
+	$(BIN)/python -m school.devserver --port $(PORT)
 
 test: setup-test
 	@TEST_DATABASE_URL="$${TEST_DATABASE_URL:-$$(scripts/test-database-url)}"; \

@@ -58,10 +58,11 @@ def register_blueprints(app: Flask) -> None:
 
 def register_security(app: Flask) -> None:
     """Headers, login throttling (it wraps the login view, so after the blueprints) and operations' hooks."""
-    from . import ops, security
+    from . import security
+    from .counters import record
 
     security.init_app(app)
-    ops.init_app(app)
+    record.init_app(app)
 
 
 def register_errorhandlers(app: Flask) -> None:

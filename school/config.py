@@ -126,7 +126,7 @@ def load(env=None) -> dict:
         "WTF_CSRF_TIME_LIMIT": None,
     }
     if redis_url:
-        config.update(CACHE_TYPE="school.cachebackend.tolerant_redis", CACHE_REDIS_URL=redis_url, CACHE_KEY_PREFIX="school:cache:")
+        config.update(CACHE_TYPE="school.caching.backend.tolerant_redis", CACHE_REDIS_URL=redis_url, CACHE_KEY_PREFIX="school:cache:")
     else:
         config.update(CACHE_TYPE="FileSystemCache", CACHE_DIR=str(data_dir / "cache"), CACHE_THRESHOLD=2000)
     config["CACHE_DEFAULT_TIMEOUT"] = 300

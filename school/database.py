@@ -49,6 +49,3 @@ def init_app(app: Flask) -> None:
     elif engine.dialect.name == "postgresql" and app.config.get("CONSUMER"):
         event.listen(engine, "connect", _postgres_relaxed_commit)
 
-
-def is_sqlite() -> bool:
-    return db.engine.dialect.name == "sqlite"

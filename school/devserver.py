@@ -1,4 +1,4 @@
-"""``python -m school.dev.run`` (what ``make run`` starts): the whole app on one machine.
+"""``python -m school.devserver`` (what ``make run`` starts): the whole app on one machine.
 
 Seeds a demo school when the roster is empty, makes sure the demo admin exists, then runs the web
 app, one Huey consumer and the development SMTP server side by side. Each runs in its own process
@@ -35,7 +35,7 @@ class DemoLogin:
 
 
 def seed_if_empty() -> str | None:
-    from ..roster.seed import roster_exists, seed_demo
+    from .roster.seed import roster_exists, seed_demo
 
     if roster_exists():
         return None
@@ -46,9 +46,9 @@ def seed_if_empty() -> str | None:
 
 def ensure_demo_admin(data_dir: Path) -> DemoLogin:
     """Create the demo admin once; its password is kept in DATA_DIR so later runs can print it."""
-    from ..auth.models import User
-    from ..auth.services import save_user
-    from ..extensions import db
+    from .auth.models import User
+    from .auth.services import save_user
+    from .extensions import db
 
     password_file = data_dir / "demo-admin-password"
     stored = password_file.read_text().strip() if password_file.exists() else None
@@ -101,7 +101,7 @@ def services(config: dict, host: str, port: int) -> list[Service]:
                 0, signal.SIGINT),
     ]
     if is_loopback(config["MAIL_SERVER"]):
-        from .mailbox import mailbox_dir
+        from .dev.mailbox import mailbox_dir
 
         planned.append(Service("smtp", python + ("-m", "school.dev.smtp", "--dir", str(mailbox_dir(config)),
                                                  "--host", "127.0.0.1", "--port", str(config["MAIL_PORT"])),
@@ -198,13 +198,13 @@ def run(planned: list[Service], ready_message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m school.dev.run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m school.devserver", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args(argv)
 
-    from .. import create_app
-    from ..extensions import db
+    from . import create_app
+    from .extensions import db
 
     app = create_app()
     if app.config["APP_ENV"] == "production":

@@ -55,13 +55,10 @@ def bind_app(app) -> None:
 
 
 def get_app():
-    """The app tasks run in; built on first use in a process that has none."""
-    global _app
+    """The app tasks run in: the one ``create_app`` built in this process (``tasks.py`` builds it)."""
     with _app_lock:
         if _app is None:
-            from . import create_app
-
-            _app = create_app()
+            raise RuntimeError("no app in this process: build one with school.create_app() before running tasks")
         return _app
 
 

@@ -95,11 +95,12 @@ def user_row(login) -> User:
 @pytest.fixture
 def job_id(app, staff_user, seeded):
     from school.events.services import create_event, parse_event
+    from school.notify.tasks import enqueue_fanout
 
     with app.app_context():
         user = user_row(staff_user)
         data = {**EVENT_FORM, "audience": {"roles": ["guardians"], "grades": [7], "classes": []}}
-        return create_event(parse_event(data), user).job.id
+        return create_event(parse_event(data), user, enqueue_fanout).job.id
 
 
 ADMIN_PAGES = ["/jobs", "/jobs/{job}", "/jobs/rows", "/admin/users", "/admin/queue", "/dev/mailbox"]

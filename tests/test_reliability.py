@@ -356,28 +356,28 @@ def test_a_sweep_notices_a_reset_queue_and_dispatches_a_waiting_job_once(app, se
     from school.events.services import create_event, parse_event
     from school.extensions import db
     from school.notify.models import NotificationJob
-    from school.notify.services import sweep
+    from school.notify.tasks import enqueue_fanout, sweep_now
     from school.queue import huey
 
     with app.app_context():
         user = db.session.scalar(select(User).where(User.email == admin_user.email))
         create_event(parse_event({"title": "Fire drill", "starts_at": "2031-03-12T09:00:00Z",
-                                  "ends_at": "2031-03-12T09:30:00Z", "audience": WHOLE_SCHOOL}), user)
+                                  "ends_at": "2031-03-12T09:30:00Z", "audience": WHOLE_SCHOOL}), user, enqueue_fanout)
         # As if the queue had been down when the event was created, and had come back empty.
         db.session.execute(update(NotificationJob).values(dispatched_at=None))
         db.session.commit()
         huey.flush()
 
-        report = sweep(huey)
+        report = sweep_now()
         assert (report.queue_reset, report.dispatched, report.fanouts) == (True, 1, 0)
         assert huey.pending_count() == 1
 
-        report = sweep(huey)  # nothing happened since: nothing to do
+        report = sweep_now()  # nothing happened since: nothing to do
         assert (report.queue_reset, report.dispatched, report.fanouts) == (False, 0, 0)
         assert huey.pending_count() == 1
 
         huey.flush()  # the queue loses the fan-out before any consumer took it
-        report = sweep(huey)
+        report = sweep_now()
         assert (report.queue_reset, report.dispatched, report.fanouts) == (True, 0, 1)
         assert huey.pending_count() == 1
 
@@ -391,7 +391,8 @@ def test_a_job_dispatched_after_a_reset_was_seen_is_not_taken_for_lost(app, seed
     from school.auth.models import User
     from school.events.services import create_event, parse_event
     from school.extensions import db
-    from school.notify import services
+    from school.notify import recovery
+    from school.notify.tasks import enqueue_fanout, sweep_now
     from school.notify.models import NotificationJob
     from school.queue import huey
     from school.timeutil import utcnow
@@ -399,19 +400,19 @@ def test_a_job_dispatched_after_a_reset_was_seen_is_not_taken_for_lost(app, seed
     with app.app_context():
         user = db.session.scalar(select(User).where(User.email == admin_user.email))
         create_event(parse_event({"title": "Fire drill", "starts_at": "2031-03-12T09:00:00Z",
-                                  "ends_at": "2031-03-12T09:30:00Z", "audience": WHOLE_SCHOOL}), user)
+                                  "ends_at": "2031-03-12T09:30:00Z", "audience": WHOLE_SCHOOL}), user, enqueue_fanout)
         db.session.execute(update(NotificationJob).values(dispatched_at=None))
         db.session.commit()
         huey.flush()
 
         first_began = utcnow()
-        assert services._queue_was_reset(huey)  # the first sweep sees the reset ...
-        other = services.sweep(huey)  # ... and another one dispatches the waiting job meanwhile
+        assert recovery._queue_was_reset(huey)  # the first sweep sees the reset ...
+        other = sweep_now()  # ... and another one dispatches the waiting job meanwhile
         assert (other.queue_reset, other.dispatched, other.fanouts) == (False, 1, 0)
 
         # The first sweep carries on with the time it began at and the reset it saw.
-        monkeypatch.setattr(services, "utcnow", lambda: first_began)
-        monkeypatch.setattr(services, "_queue_was_reset", lambda queue: True)
-        first = services.sweep(huey)
+        monkeypatch.setattr(recovery, "utcnow", lambda: first_began)
+        monkeypatch.setattr(recovery, "_queue_was_reset", lambda queue: True)
+        first = sweep_now()
         assert (first.dispatched, first.fanouts) == (0, 0)
         assert huey.pending_count() == 1, "the fan-out is queued once"

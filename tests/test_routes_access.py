@@ -81,6 +81,7 @@ def world(app, admin_user, staff_user):
     """Tokens for both users, and an event with its job for the routes that need ids."""
     from school.auth.services import authenticate
     from school.events.services import create_event, parse_event
+    from school.notify.tasks import enqueue_fanout
 
     with app.app_context():
         admin = authenticate(admin_user.email, admin_user.password)
@@ -91,7 +92,7 @@ def world(app, admin_user, staff_user):
             db.session.add(token)
             tokens[name] = secret
         db.session.commit()
-        event = create_event(parse_event(EVENT), admin)
+        event = create_event(parse_event(EVENT), admin, enqueue_fanout)
         ids = {"event_id": event.id, "job_id": event.job.id, "user_id": staff.id}
     return {"tokens": tokens, "ids": ids, "users": {"staff": staff_user, "admin": admin_user}}
 

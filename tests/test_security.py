@@ -62,9 +62,11 @@ def test_pages_hold_no_script_the_policy_would_block(auth, client, admin_user, a
     auth.login_as(admin_user)
     with app.app_context():
         from school.events.services import create_event, parse_event
+        from school.notify.tasks import enqueue_fanout
         from school.auth.services import authenticate
 
-        event = create_event(parse_event(EVENT), authenticate(admin_user.email, admin_user.password))
+        admin = authenticate(admin_user.email, admin_user.password)
+        event = create_event(parse_event(EVENT), admin, enqueue_fanout)
         ids = {"event_id": event.id, "job_id": event.job.id}
     pages = ["/", "/events/new", f"/events/{ids['event_id']}", "/jobs", f"/jobs/{ids['job_id']}",
              f"/jobs/{ids['job_id']}/progress", "/admin/queue", "/admin/queue/panel", "/admin/users", "/dev/mailbox"]
@@ -115,9 +117,11 @@ def test_every_state_changing_form_refuses_a_request_without_the_token(app, auth
     auth.login_as(admin_user)
     with app.app_context():
         from school.events.services import create_event, parse_event
+        from school.notify.tasks import enqueue_fanout
         from school.auth.services import authenticate
 
-        event = create_event(parse_event(EVENT), authenticate(admin_user.email, admin_user.password))
+        admin = authenticate(admin_user.email, admin_user.password)
+        event = create_event(parse_event(EVENT), admin, enqueue_fanout)
         staff_id = authenticate(staff_user.email, staff_user.password).id
         values = {"job_id": event.job.id, "user_id": staff_id, "action": "cancel"}
     before = written(app)

@@ -6,8 +6,11 @@ import time
 
 from flask import current_app
 
+from ..counters import store
 from ..extensions import db
-from . import chart, stats
+from ..health.checks import redis_warnings as read_redis_warnings
+from ..health.checks import scrub
+from ..ops import chart, stats
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +20,6 @@ def _part(errors: list[str], what: str, read, default):
     try:
         return read()
     except Exception as exc:
-        from ..health.checks import scrub
-
         db.session.rollback()
         detail = scrub(f"{type(exc).__name__}: {exc}")
         log.warning("dashboard: cannot read %s (%s)", what, detail)
@@ -50,7 +51,4 @@ def dashboard() -> dict:
 def redis_warnings() -> list[str]:
     if not current_app.config.get("REDIS_URL"):
         return []
-    from ..health.checks import redis_warnings as read
-    from . import store
-
-    return read(store.current().client)
+    return read_redis_warnings(store.current().client)

@@ -7,7 +7,7 @@ from ..auth.decorators import admin_required
 from ..auth.models import ROLES, User
 from ..auth.services import UserError, change_user, save_user
 from ..extensions import db
-from ..ops.dashboard import dashboard
+from .dashboard import dashboard
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

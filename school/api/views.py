@@ -6,8 +6,10 @@ from ..auth.tokens import token_required
 from ..events.services import EventError, create_event, parse_event
 from ..extensions import db
 from ..routing import page_arg
+from ..notify import controls
 from ..notify.models import NotificationJob
-from ..notify.services import JobStateError, cancel, pause, progress, resume, retry_failed
+from ..notify.progress import progress
+from ..notify.tasks import enqueue_batch, enqueue_fanout
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -33,7 +35,7 @@ def create():
     if data is None:
         return _error("the body is not valid JSON", 400)
     try:
-        event = create_event(parse_event(data), g.api_user)
+        event = create_event(parse_event(data), g.api_user, enqueue_fanout)
     except EventError as exc:
         return _error("invalid event", 422, fields=exc.fields)
     job_url = url_for("api.job", job_id=event.job.id, _external=True)
@@ -62,21 +64,14 @@ def job(job_id: int):
     return jsonify(_job_json(found))
 
 
-ACTIONS = {"pause": pause, "resume": resume, "cancel": cancel}
-
-
 @bp.post("/jobs/<int:job_id>/<any(pause, resume, cancel, 'retry-failed'):action>")
 @token_required(admin=True)
 def control(job_id: int, action: str):
     try:
-        if action == "retry-failed":
-            retried = retry_failed(job_id)
-        else:
-            ACTIONS[action](job_id)
-            retried = None
+        retried = controls.apply(job_id, action, enqueue_batch)
     except LookupError:
         return _error(f"no job {job_id}", 404)
-    except JobStateError as exc:
+    except controls.JobStateError as exc:
         return _error(f"cannot {action}: {exc}", 409)
     data = _job_json(db.session.get(NotificationJob, job_id))
     if retried is not None:

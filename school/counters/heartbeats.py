@@ -4,6 +4,8 @@ A heartbeat (host, pid, workers, started, last seen) goes into the shared store,
 and ``/health/queue`` read it. A consumer whose heartbeat is older than ``TIMEOUT_BEATS`` intervals
 is gone (killed, frozen or its machine lost); one that stopped cleanly says so on its way out.
 Heartbeats of consumers gone for longer than ``FORGET_AFTER`` are dropped.
+
+The consumer's wiring (``school.consumer``) tells ``heartbeat`` when each worker starts and stops.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from ..queue import get_app, huey
-from . import metrics
+from ..queue import get_app
+from . import record
 from . import store as store_module
 
 log = logging.getLogger(__name__)
@@ -123,7 +125,7 @@ class Heartbeat:
             if self.workers:
                 return
             self.done.set()
-        metrics.flush()
+        record.flush()
         self.beat()
 
     def beat(self) -> None:
@@ -144,15 +146,4 @@ class Heartbeat:
             self.beat()
 
 
-_heartbeat = Heartbeat()
-
-
-# Huey runs startup and shutdown hooks in every worker; the heartbeat counts them.
-@huey.on_startup("school-heartbeat")
-def _worker_started() -> None:
-    _heartbeat.worker_started()
-
-
-@huey.on_shutdown("school-heartbeat")
-def _worker_stopped() -> None:
-    _heartbeat.worker_stopped()
+heartbeat = Heartbeat()

@@ -2,10 +2,17 @@
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from sqlalchemy import func, select
+
+from ..caching.versions import EVENTS, changed, remember, version
 from ..extensions import db
+from ..notify.models import NotificationJob
+from ..notify.outbox import dispatch
+from ..pagination import Page
+from ..queue import priority_for
+from ..roster.audience import Audience, AudienceError, validate as validate_audience
 from ..text import storable
 from ..timeutil import school_zone
-from ..roster.audience import Audience, AudienceError, validate as validate_audience
 from .models import PRIORITIES, Event
 
 LIMITS = {"title": 200, "location": 200, "description": 5000}
@@ -114,16 +121,12 @@ def parse_event(data: dict) -> EventInput:
     return EventInput(title, description, location, times["starts_at"], times["ends_at"], audience, priority)
 
 
-def create_event(data: EventInput, user) -> Event:
-    """Write the event and its notification job in one transaction, then hand the job to the queue.
+def create_event(data: EventInput, user, enqueue_fanout) -> Event:
+    """Write the event and its notification job in one transaction, then hand the job to the queue
+    through ``enqueue_fanout``.
 
     Nothing here depends on the audience's size: the consumers resolve and count it.
     """
-    from ..notify.models import NotificationJob
-    from ..notify.services import dispatch
-    from ..ops.cache import EVENTS, changed
-    from ..queue import priority_for
-
     event = Event(
         title=data.title, description=data.description, location=data.location,
         starts_at=data.starts_at, ends_at=data.ends_at, audience=data.audience.to_dict(),
@@ -133,5 +136,30 @@ def create_event(data: EventInput, user) -> Event:
     db.session.add_all([event, job])
     db.session.commit()
     changed(EVENTS)  # the events list shows it at once, in every process
-    dispatch(job)
+    dispatch(job, enqueue_fanout)
     return event
+
+
+def events_page(page: int, per_page: int) -> Page:
+    """A page of events, newest first. The events come from the cache; their jobs' statuses, which
+    consumers change all the time, are read fresh (one indexed query for the page's jobs)."""
+    page = max(page, 1)
+
+    def load() -> dict:
+        total = db.session.scalar(select(func.count()).select_from(Event))
+        rows = db.session.scalars(select(Event).order_by(Event.created_at.desc(), Event.id.desc())
+                                  .limit(per_page).offset((page - 1) * per_page)).all()
+        items = [{"id": e.id, "title": e.title, "priority": e.priority, "starts_at": e.starts_at,
+                  "ends_at": e.ends_at, "location": e.location, "audience": e.audience,
+                  "created_at": e.created_at} for e in rows]
+        return {"total": total, "items": items}
+
+    cached = remember(f"events-page:{version(EVENTS)}:{page}:{per_page}", load)
+    items = [dict(item) for item in cached["items"]]
+    if items:
+        statuses = dict(db.session.execute(select(NotificationJob.event_id, NotificationJob.status).where(
+            NotificationJob.event_id.in_([item["id"] for item in items]))).all())
+        for item in items:
+            status = statuses.get(item["id"])
+            item["job"] = {"status": status} if status else None
+    return Page(items=items, page=page, per_page=per_page, total=cached["total"])

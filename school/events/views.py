@@ -2,12 +2,12 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from ..extensions import db
-from ..ops.cache import events_page
+from ..notify.tasks import enqueue_fanout
 from ..roster.audience import AudienceError, validate as validate_audience
 from ..roster.services import audience_choices, cached_count
 from ..routing import page_arg
 from .models import Event
-from .services import EventError, create_event, parse_event
+from .services import EventError, create_event, events_page, parse_event
 
 bp = Blueprint("events", __name__)
 
@@ -60,7 +60,7 @@ def new():
         if bad_grades:
             errors["grades"] = _unknown_grades(bad_grades)
         if not errors:
-            event = create_event(checked, current_user)
+            event = create_event(checked, current_user, enqueue_fanout)
             return redirect(url_for("events.detail", event_id=event.id, created=1))
     status = 422 if errors else 200
     return render_template("events/new.html", values=values, errors=errors, choices=audience_choices(),

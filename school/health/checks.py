@@ -11,7 +11,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from flask import current_app
 from sqlalchemy import text
 
+from ..counters import store
 from ..extensions import db
+from ..queue import huey
 
 SMTP_TIMEOUT = 2.0
 DATABASE_TIMEOUT = 3.0
@@ -126,8 +128,6 @@ def queue() -> Check:
     """The queue's backend: a PING to Redis, or a read of the SQLite queue."""
     config = current_app.config
     if config.get("REDIS_URL"):
-        from ..ops import store
-
         client = store.for_config(config).client
 
         def probe():
@@ -140,8 +140,6 @@ def queue() -> Check:
         else:
             check.details = {"backend": "redis", "url": redact_url(config["REDIS_URL"])}
         return check
-
-    from ..queue import huey
 
     def probe():
         huey.pending_count()

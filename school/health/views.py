@@ -5,8 +5,7 @@ from flask import Blueprint, Response, jsonify, request
 from flask_login import current_user
 
 from ..auth.tokens import user_for_token
-from ..ops import cache as ops_cache
-from ..ops import metrics, stats
+from ..ops import exposition, stats
 from . import checks
 
 bp = Blueprint("health", __name__)
@@ -61,7 +60,7 @@ def queue():
 @bp.get("/health/cache")
 @admin_or_token
 def cache():
-    return jsonify(ops_cache.stats())
+    return jsonify(stats.cache_stats())
 
 
 @bp.get("/metrics")
@@ -69,4 +68,4 @@ def cache():
 def prometheus():
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    return Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
+    return Response(exposition.exposition(), content_type=CONTENT_TYPE_LATEST)

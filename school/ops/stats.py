@@ -9,13 +9,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from flask import current_app
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm import joinedload
 
+from ..caching.versions import EVENTS, remember, version
+from ..counters import heartbeats
+from ..counters import store as store_module
+from ..events.models import Event
 from ..extensions import db
+from ..notify.models import (JOB_OPEN, BatchStatus, JobStatus, Notification, NotificationBatch, NotificationJob,
+                             RecipientStatus)
+from ..notify.progress import progress
+from ..queue import huey
 from ..timeutil import utcnow
-from . import heartbeats
-from . import store as store_module
-from .cache import EVENTS, remember, version
 
 AGGREGATES_SECONDS = 2  # the dashboard polls every 2 s; several admins share one computation
 WINDOWS = (1, 5, 15)  # minutes, for "sent in the last …"
@@ -23,8 +30,6 @@ CHART_MINUTES = 15
 
 
 def queue_depth() -> dict:
-    from ..queue import huey
-
     return {"waiting": huey.pending_count(), "scheduled": huey.scheduled_count()}
 
 
@@ -39,9 +44,7 @@ def aggregates() -> dict:
 
 
 def _aggregates() -> dict:
-    from ..notify.models import JOB_STATUSES, NotificationBatch, NotificationJob
-
-    jobs = dict.fromkeys(JOB_STATUSES, 0)
+    jobs = dict.fromkeys(map(str, JobStatus), 0)
     jobs.update(db.session.execute(select(NotificationJob.status, func.count()).group_by(NotificationJob.status)).all())
     sent, failed, canceled = db.session.execute(
         _sums(NotificationBatch.sent, NotificationBatch.failed, NotificationBatch.canceled)).one()
@@ -51,9 +54,9 @@ def _aggregates() -> dict:
         .where(NotificationJob.purged_at.is_not(None))).one()
     live_total = db.session.scalar(_sums(NotificationJob.total).where(NotificationJob.purged_at.is_(None)))
     in_flight = db.session.scalar(select(func.count()).select_from(NotificationBatch)
-                                  .where(NotificationBatch.status == "sending"))
+                                  .where(NotificationBatch.status == BatchStatus.SENDING))
     retrying = db.session.scalar(select(func.count()).select_from(NotificationBatch).where(
-        NotificationBatch.status == "queued", NotificationBatch.not_before > utcnow()))
+        NotificationBatch.status == BatchStatus.QUEUED, NotificationBatch.not_before > utcnow()))
     db.session.commit()
     return {
         "jobs": jobs,
@@ -101,13 +104,8 @@ def throughput(now: float | None = None) -> Throughput:
 
 def running_jobs(limit: int = 10) -> list:
     """Jobs not yet ended, newest first, each with its progress."""
-    from sqlalchemy.orm import joinedload
-
-    from ..notify.models import NotificationJob
-    from ..notify.services import progress
-
     jobs = db.session.scalars(select(NotificationJob).options(joinedload(NotificationJob.event)).where(
-        NotificationJob.status.in_(("queued", "running", "paused"))).order_by(NotificationJob.id.desc())
+        NotificationJob.status.in_(JOB_OPEN)).order_by(NotificationJob.id.desc())
         .limit(limit)).all()
     return [(job, progress(job)) for job in jobs]
 
@@ -125,22 +123,19 @@ class Failure:
 def recent_failures(limit: int = 10) -> list[Failure]:
     """The latest recipients the SMTP server refused, with its reply: failed ones and those waiting
     for a retry. Found through the batches that have any (an index walk, not a table scan)."""
-    from ..events.models import Event
-    from ..notify.models import Notification, NotificationBatch, NotificationJob
-
     batches = select(NotificationBatch.id).where(or_(
         NotificationBatch.failed > 0,
-        (NotificationBatch.status == "queued") & NotificationBatch.not_before.is_not(None),
+        (NotificationBatch.status == BatchStatus.QUEUED) & NotificationBatch.not_before.is_not(None),
     )).order_by(NotificationBatch.id.desc()).limit(limit)
     rows = db.session.execute(
         select(Notification.job_id, Event.title, Notification.email, Notification.last_error, Notification.attempts,
                Notification.status)
         .join(NotificationJob, NotificationJob.id == Notification.job_id)
         .join(Event, Event.id == NotificationJob.event_id)
-        .where(Notification.batch_id.in_(batches), Notification.status.in_(("failed", "pending")),
+        .where(Notification.batch_id.in_(batches), Notification.status.in_((RecipientStatus.FAILED, RecipientStatus.PENDING)),
                Notification.last_error.is_not(None))
         .order_by(Notification.id.desc()).limit(limit)).all()
-    return [Failure(job_id, title, email, reply, attempts, status == "failed")
+    return [Failure(job_id, title, email, reply, attempts, status == RecipientStatus.FAILED)
             for job_id, title, email, reply, attempts, status in rows]
 
 
@@ -154,11 +149,24 @@ def queue_health(now: float | None = None) -> dict:
         "batches_in_flight": totals["in_flight"],
         "batches_waiting_to_retry": totals["retrying"],
         "jobs": totals["jobs"],
-        "jobs_running": totals["jobs"]["running"],
+        "jobs_running": totals["jobs"][JobStatus.RUNNING],
         "consumers": {
             "alive": sum(c.alive_at(now) for c in found),
             "gone": sum(not c.alive_at(now) for c in found),
             "list": [c.to_json(now) for c in found],
         },
         "sent_last": sent_recently(now),
+    }
+
+
+def cache_stats() -> dict:
+    """``/health/cache``: which cache, and how often a cached read was found there."""
+    counters = store_module.current().counters()
+    hits, misses = int(counters.get("cache:hit", 0)), int(counters.get("cache:miss", 0))
+    backend = current_app.config.get("CACHE_TYPE", "")
+    return {
+        "backend": "redis" if "redis" in backend.lower() else backend.removesuffix("Cache").lower() or "none",
+        "hits": hits,
+        "misses": misses,
+        "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
     }
