@@ -106,6 +106,9 @@ def load(env=None) -> dict:
         "NOTIFY_RETRY_DELAY": _float(env, "NOTIFY_RETRY_DELAY", 5.0),
         "NOTIFY_RETRY_BACKOFF": _float(env, "NOTIFY_RETRY_BACKOFF", 5.0),
         "NOTIFY_LEASE_SECONDS": _float(env, "NOTIFY_LEASE_SECONDS", 60.0),
+        # An outage (no mail server, Redis or database) is waited out, not counted against anyone.
+        "NOTIFY_GIVE_UP_AFTER": _float(env, "NOTIFY_GIVE_UP_AFTER", 24 * 3600.0),
+        "NOTIFY_WAIT_MAX": _float(env, "NOTIFY_WAIT_MAX", 60.0),
         "NOTIFY_SWEEP_INTERVAL": _float(env, "NOTIFY_SWEEP_INTERVAL", 15.0),
         "HEARTBEAT_INTERVAL": _float(env, "HEARTBEAT_INTERVAL", 5.0),
         "SCHOOL_TIMEZONE": zone,

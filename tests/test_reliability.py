@@ -411,7 +411,7 @@ def test_a_job_dispatched_after_a_reset_was_seen_is_not_taken_for_lost(app, seed
         assert (other.queue_reset, other.dispatched, other.fanouts) == (False, 1, 0)
 
         # The first sweep carries on with the time it began at and the reset it saw.
-        monkeypatch.setattr(recovery, "utcnow", lambda: first_began)
+        monkeypatch.setattr(recovery, "db_now", lambda: first_began)
         monkeypatch.setattr(recovery, "_queue_was_reset", lambda queue: True)
         first = sweep_now()
         assert (first.dispatched, first.fanouts) == (0, 0)

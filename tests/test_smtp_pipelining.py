@@ -56,9 +56,9 @@ def test_refusals_over_a_pipelining_server(app_on, sqlite_url, pipelining_server
 
     assert outcomes == {
         "first@example.org": "sent",
-        "unknown@example.org": (transport.PERMANENT, NO_SUCH_USER),
+        "unknown@example.org": (transport.REFUSED, NO_SUCH_USER),
         "second@example.org": "sent",
-        "busy@example.org": (transport.TEMPORARY, TRY_LATER),
+        "busy@example.org": (transport.DEFERRED, TRY_LATER),
         "third@example.org": "sent",
     }
     received = handler.received

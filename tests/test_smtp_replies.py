@@ -94,31 +94,29 @@ def test_a_server_that_never_answers_is_given_up_on_and_tried_again(make_school,
 
     assert (job["status"], job["sent"], job["failed"]) == ("done", len(addresses), 0)
     assert sorted(m.rcpt for m in smtp_server.received) == sorted(addresses)
-    assert school.scalar("SELECT max(attempts) FROM notification_batches") >= 2
+    # A server that does not answer is an outage: waited out, with nobody's retries spent.
+    assert school.scalar("SELECT max(deferrals) FROM notifications") == 0
 
 
 @pytest.mark.slow
-def test_a_reply_slower_than_the_lease_does_not_get_the_batch_sent_twice(make_school, smtp_server, consumer):
-    """While one answer takes longer than the batch's lease, the sweeper hands the batch to
-    another worker. The first one must then stop: the only message that may arrive twice is the
-    one it was sending when its lease ran out."""
+def test_a_reply_slower_than_the_lease_does_not_get_the_message_sent_twice(make_school, smtp_server, consumer):
+    """While one answer takes longer than the batch's lease, the worker keeps renewing its lease,
+    so the sweeper never hands the batch to another worker: that recipient gets one copy."""
     school = make_school(students=120, smtp=smtp_server, NOTIFY_LEASE_SECONDS=2, NOTIFY_SWEEP_INTERVAL=0.5)
     addresses = teacher_addresses(school)
     slow = addresses[2]
-    smtp_server.delay_for[slow] = [5]  # the first answer only
+    smtp_server.delay_for[slow] = [5]  # the first answer only: more than twice the lease
 
     consumer(school, workers=2)
     created = school.create_event(TEACHERS, title="Staff meeting")
     job = school.wait_job_done(created["job_id"], timeout=60)
-    # The first worker's slow exchange ends too; give it the time to do whatever it does next.
-    wait_for(lambda: sum(m.rcpt == slow for m in smtp_server.received) == 2, 30,
-             message="the slow exchange never finished")
-    time.sleep(2)
+    time.sleep(3)  # whatever a second worker would have sent would have arrived by now
 
     assert (job["status"], job["sent"]) == ("done", len(addresses))
     per_address = Counter(m.rcpt for m in smtp_server.received)
     assert set(per_address) == set(addresses)
-    assert [a for a, n in per_address.items() if n > 1] in ([], [slow])
+    assert [a for a, n in per_address.items() if n > 1] == []
+    assert smtp_server.rcpt_attempts[slow] == 1
 
 
 @pytest.mark.slow

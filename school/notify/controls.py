@@ -6,6 +6,7 @@ from sqlalchemy import select, update
 
 from ..extensions import db
 from ..timeutil import utcnow
+from .completion import finish_if_complete
 from .models import (JOB_OPEN, BatchStatus, JobStatus, Notification, NotificationBatch, NotificationJob,
                      RecipientStatus)
 from .outbox import requeue
@@ -60,12 +61,25 @@ def _transition(job_id: int, allowed: tuple[str, ...], **values) -> Notification
 
 def pause(job_id: int) -> NotificationJob:
     """Stop sending; each batch being sent stops at its next check (within a second)."""
-    return _transition(job_id, (JobStatus.QUEUED, JobStatus.RUNNING), status=JobStatus.PAUSED)
+    return _transition(job_id, (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.HELD), status=JobStatus.PAUSED)
 
 
 def resume(job_id: int, enqueue_batch) -> NotificationJob:
-    job = _transition(job_id, (JobStatus.PAUSED,), status=JobStatus.RUNNING)
+    """Send again: a paused job, or a held one at once instead of when its hold is over."""
+    return _resume(job_id, (JobStatus.PAUSED, JobStatus.HELD), enqueue_batch)
+
+
+def resume_held(job_id: int, enqueue_batch) -> NotificationJob:
+    """A held job whose hold is over tries again (the sweeper calls this)."""
+    return _resume(job_id, (JobStatus.HELD,), enqueue_batch)
+
+
+def _resume(job_id: int, allowed: tuple[str, ...], enqueue_batch) -> NotificationJob:
+    job = _transition(job_id, allowed, status=JobStatus.RUNNING, held_until=None)
     _requeue_waiting(job, enqueue_batch)
+    # Every batch may have ended while it was paused: then there is nothing to wait for.
+    if finish_if_complete(job_id):
+        db.session.refresh(job)
     return job
 
 

@@ -14,7 +14,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
 from ..roster.audience import Audience, count, recipients
-from ..timeutil import utcnow
 from . import leases
 from .completion import finish_if_complete
 from .models import (JOB_OPEN, BatchStatus, JobStatus, Notification, NotificationBatch, NotificationJob,
@@ -78,7 +77,7 @@ def _write(job_id: int, audience: Audience, size: int, priority: int, next_seq: 
     while chunks := [chunk for chunk in (list(islice(stream, size)) for _ in range(per_commit)) if chunk]:
         if db.session.scalar(select(NotificationJob.status).where(NotificationJob.id == job_id)) == JobStatus.CANCELED:
             break  # nothing more to write for a canceled job
-        enqueued_at = utcnow() if queue_up else None
+        enqueued_at = leases.db_now() if queue_up else None
         batch_ids = db.session.scalars(
             insert(NotificationBatch).returning(NotificationBatch.id, sort_by_parameter_order=True),
             [{"job_id": job_id, "seq": next_seq + index, "status": BatchStatus.QUEUED, "size": 0, "enqueued_at": enqueued_at}

@@ -9,7 +9,7 @@ from flask import current_app
 from flask_mail import Message
 from markupsafe import escape
 
-from .transport import Outgoing, one_line
+from .transport import Outgoing, ascii_domain, one_line
 
 
 def sender_domain() -> str:
@@ -35,9 +35,12 @@ def _header_text(value: str) -> str:
 
 
 def _address(name: str, address: str) -> str:
-    domain_part = address.rpartition("@")
-    if domain_part[1] and not domain_part[2].isascii():
-        address = domain_part[0] + "@" + domain_part[2].encode("idna").decode("ascii")
+    """A header's address: the name as encoded words, the domain as A-labels. A non-ASCII local
+    part stays UTF-8 (RFC 6532): only a server that offers SMTPUTF8 is ever sent such a message."""
+    try:
+        address = ascii_domain(address)
+    except UnicodeError:
+        pass  # the envelope refuses it for this recipient, with the reason
     return formataddr((one_line(name), one_line(address)), charset="utf-8")
 
 
@@ -147,7 +150,7 @@ class Letter:
             + f"Date: {formatdate(usegmt=True)}\r\n"
             + f"Message-ID: {self.message_id(recipient)}\r\n"
             + f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
-        ).encode("ascii")
+        ).encode("utf-8")
         delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
         data = (head + delimiter[2:] + text + delimiter + html + f"\r\n--{boundary}--\r\n".encode("ascii"))
         return Outgoing(self.envelope_from, recipient.email, data, functools.partial(self.message, recipient))

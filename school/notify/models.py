@@ -23,10 +23,11 @@ class JobStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     CANCELED = "canceled"
+    HELD = "held"  # the mail server refuses us (quota, policy): nobody fails, it resumes by itself
 
 
 JOB_LIVE = (JobStatus.QUEUED, JobStatus.RUNNING)  # may still send
-JOB_OPEN = (*JOB_LIVE, JobStatus.PAUSED)  # not yet ended
+JOB_OPEN = (*JOB_LIVE, JobStatus.PAUSED, JobStatus.HELD)  # not yet ended
 JOB_ENDED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELED)
 
 
@@ -67,6 +68,13 @@ class NotificationJob(db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
+    # While held: the server's reply, when sending tries again by itself, and how many holds in a row.
+    held_reason: Mapped[str | None] = mapped_column(Text)
+    held_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    holds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # An outage the job is waiting out ("mail server", "Redis"), and since when; NULL when none.
+    waiting_for: Mapped[str | None] = mapped_column(String(20))
+    waiting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Summary kept after the per-recipient rows are purged.
     final_sent: Mapped[int | None] = mapped_column(Integer)
     final_failed: Mapped[int | None] = mapped_column(Integer)
@@ -96,6 +104,8 @@ class NotificationBatch(db.Model):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the outage this batch is waiting out began (its pending rows fail after NOTIFY_GIVE_UP_AFTER).
+    outage_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     job: Mapped[NotificationJob] = relationship(back_populates="batches")
 
@@ -119,5 +129,7 @@ class Notification(db.Model):
     children: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(10), default=RecipientStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Temporary refusals of this address (4xx about the recipient): what NOTIFY_RETRIES limits.
+    deferrals: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

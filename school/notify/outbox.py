@@ -9,7 +9,7 @@ import logging
 from sqlalchemy import update
 
 from ..extensions import db
-from ..timeutil import utcnow
+from .leases import db_now
 from .models import NotificationBatch, NotificationJob
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def dispatch(job: NotificationJob, enqueue_fanout) -> bool:
     """
     claimed = db.session.execute(
         update(NotificationJob).where(NotificationJob.id == job.id, NotificationJob.dispatched_at.is_(None))
-        .values(dispatched_at=utcnow())
+        .values(dispatched_at=db_now())
     ).rowcount
     db.session.commit()
     if not claimed:
@@ -47,6 +47,6 @@ def requeue(batch_id: int, priority: int, enqueue_batch) -> bool:
         log.warning("batch %s: queue unreachable (%s)", batch_id, exc)
         return False
     db.session.execute(update(NotificationBatch).where(NotificationBatch.id == batch_id)
-                       .values(enqueued_at=utcnow(), not_before=None))
+                       .values(enqueued_at=db_now(), not_before=None))
     db.session.commit()
     return True

@@ -31,6 +31,13 @@ class Progress:
     finished_at: datetime | None
     elapsed_s: float | None
     fanout_done: bool
+    # Why the job is not sending now, in the server's words: held (the mail server refuses us,
+    # until ``resumes_at``) or waiting out an outage of ``waiting_for`` ("mail server", "Redis").
+    reason: str | None = None
+    resumes_at: datetime | None = None
+    waiting_for: str | None = None
+    waiting_since: datetime | None = None
+    pace: float | None = None  # messages a second the shared rate limit allows now; None: unlimited
 
     @property
     def ended(self) -> bool:
@@ -42,11 +49,21 @@ class Progress:
             return 100 if self.ended else 0
         return int(100 * (self.sent + self.failed + self.canceled) / self.total)
 
+    @property
+    def situation(self) -> str | None:
+        """What staff read beside the status when the job is not simply sending."""
+        if self.status == JobStatus.HELD:
+            return "held: the mail server refuses us"
+        if self.waiting_for and not self.ended:
+            return f"waiting for the {self.waiting_for}"
+        return None
+
     def to_json(self) -> dict:
         data = asdict(self)
-        for key in ("started_at", "finished_at"):
+        for key in ("started_at", "finished_at", "resumes_at", "waiting_since"):
             data[key] = data[key].isoformat() if data[key] else None
         data.pop("fanout_done")
+        data["situation"] = self.situation
         return data
 
 
@@ -68,9 +85,12 @@ def progress(job: NotificationJob) -> Progress:
     rate = _rate(job.id, sent, elapsed) if running else (round(sent / elapsed, 1) if elapsed else 0.0)
     eta = round(pending / rate, 1) if rate and pending and running else (
         0.0 if job.status == JobStatus.DONE else None)
+    held = job.status == JobStatus.HELD
     return Progress(job.id, job.event_id, job.status, job.total, sent, failed, job.skipped, canceled, pending,
                     rate, eta, started, finished, round(elapsed, 1) if elapsed is not None else None,
-                    job.fanout_done)
+                    job.fanout_done, reason=job.held_reason if held else None,
+                    resumes_at=aware(job.held_until) if held else None,
+                    waiting_for=job.waiting_for, waiting_since=aware(job.waiting_since))
 
 
 def _rate(job_id: int, sent: int, elapsed: float | None) -> float:

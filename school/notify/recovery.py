@@ -7,7 +7,10 @@ It runs as named passes, each over what the database says is waiting:
 - ``release_expired_batches``: batches whose lease expired (their consumer died): pending and in-doubt
   rows go back;
 - ``requeue_lost_batches``: batches waiting in the database that the queue no longer holds: all of
-  them after the queue was reset, otherwise those waiting past ``stale_after`` while the queue is empty.
+  them after the queue was reset, otherwise those waiting past ``stale_after`` while the queue is empty;
+- ``resume_held_jobs``: jobs held because the mail server refused us, once their hold is over;
+- ``cancel_leftovers``: what a canceled job still had waiting (a batch its dead consumer held, or
+  one its fan-out wrote as it was canceled), so a canceled job never keeps pending recipients.
 """
 import logging
 import time
@@ -18,9 +21,11 @@ from flask import current_app
 from sqlalchemy import or_, select, update
 
 from ..extensions import db
-from ..timeutil import utcnow
-from .delivery import release
-from .models import JOB_LIVE, JOB_OPEN, BatchStatus, JobStatus, NotificationBatch, NotificationJob
+from .controls import JobStateError, resume_held
+from .delivery import UNSETTLED, cancel_batch, recount, release
+from .leases import db_now, new_owner
+from .models import (JOB_LIVE, JOB_OPEN, BatchStatus, JobStatus, Notification, NotificationBatch, NotificationJob,
+                     RecipientStatus)
 from .outbox import dispatch, requeue
 
 log = logging.getLogger(__name__)
@@ -36,6 +41,8 @@ class SweepReport:
     fanouts: int = 0
     expired: int = 0
     requeued: int = 0
+    resumed: int = 0
+    canceled: int = 0
     queue_reset: bool = False
 
 
@@ -59,7 +66,8 @@ def _queue_was_reset(huey) -> bool:
 
 
 def look(huey, stale_after: float | None = None) -> QueueSight:
-    now = utcnow()
+    now = db_now()
+    db.session.commit()
     if stale_after is None:
         stale_after = 2 * current_app.config["NOTIFY_LEASE_SECONDS"]
     reset = _queue_was_reset(huey)
@@ -73,6 +81,8 @@ def sweep(huey, enqueue_fanout, enqueue_batch, stale_after: float | None = None)
     report.fanouts = redispatch_lost_fanouts(sight, enqueue_fanout)
     report.expired = release_expired_batches(sight.now)
     report.requeued = requeue_lost_batches(sight, enqueue_batch)
+    report.resumed = resume_held_jobs(sight.now, enqueue_batch)
+    report.canceled = cancel_leftovers()
     if any(vars(report).values()):
         log.info("sweep: %s", report)
     return report
@@ -108,19 +118,24 @@ def redispatch_lost_fanouts(sight: QueueSight, enqueue_fanout) -> int:
 
 
 def release_expired_batches(now: datetime) -> int:
-    expired = db.session.scalars(select(NotificationBatch.id).where(
+    expired = db.session.execute(select(NotificationBatch.id, NotificationJob.status).join(NotificationJob).where(
         NotificationBatch.status == BatchStatus.SENDING, NotificationBatch.lease_until < now)).all()
     released = 0
-    for batch_id in expired:
+    for batch_id, job_status in expired:
         # Only if still expired: the worker may have renewed between the select and now.
+        owner = f"{SWEEPER}:{new_owner()}"
         taken = db.session.execute(update(NotificationBatch).where(
             NotificationBatch.id == batch_id, NotificationBatch.status == BatchStatus.SENDING,
-            NotificationBatch.lease_until < now).values(lease_owner=SWEEPER, lease_until=now + SWEEPER_HOLD)
+            NotificationBatch.lease_until < now).values(lease_owner=owner, lease_until=now + SWEEPER_HOLD)
         ).rowcount
         db.session.commit()
-        if taken:
-            release(batch_id)
-            released += 1
+        if not taken:
+            continue
+        if job_status == JobStatus.CANCELED:
+            cancel_batch(batch_id, owner)
+        else:
+            release(batch_id, owner)
+        released += 1
     return released
 
 
@@ -136,3 +151,29 @@ def requeue_lost_batches(sight: QueueSight, enqueue_batch) -> int:
         .where(NotificationBatch.status == BatchStatus.QUEUED, or_(*lost), NotificationJob.status == JobStatus.RUNNING)
     ).all()
     return sum(requeue(batch_id, priority, enqueue_batch) for batch_id, priority in rows)
+
+
+def resume_held_jobs(now: datetime, enqueue_batch) -> int:
+    due = db.session.scalars(select(NotificationJob.id).where(
+        NotificationJob.status == JobStatus.HELD, NotificationJob.held_until < now)).all()
+    resumed = 0
+    for job_id in due:
+        try:
+            resume_held(job_id, enqueue_batch)
+            resumed += 1
+        except JobStateError:  # resumed, paused or canceled meanwhile
+            pass
+    return resumed
+
+
+def cancel_leftovers() -> int:
+    canceled = select(NotificationJob.id).where(NotificationJob.status == JobStatus.CANCELED)
+    batch_ids = db.session.scalars(select(NotificationBatch.id).where(
+        NotificationBatch.status == BatchStatus.QUEUED, NotificationBatch.job_id.in_(canceled))).all()
+    for batch_id in batch_ids:
+        db.session.execute(update(Notification).where(
+            Notification.batch_id == batch_id, Notification.status.in_(UNSETTLED))
+            .values(status=RecipientStatus.CANCELED))
+        recount(batch_id, status=BatchStatus.DONE)
+        db.session.commit()
+    return len(batch_ids)
