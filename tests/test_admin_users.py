@@ -5,8 +5,8 @@ from sqlalchemy import select
 from school.auth.models import ApiToken, User
 from school.extensions import db
 
-from .conftest import AuthActions, Login
-from .pages import field_error, parse
+from tests.support.accounts import AuthActions, Login
+from tests.support.pages import field_error, parse
 
 
 @pytest.fixture

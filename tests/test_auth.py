@@ -11,7 +11,8 @@ from school.events.models import Event
 from school.extensions import db
 from school.notify.models import NotificationJob
 
-from .pages import csrf_token, parse
+from tests.support.accounts import STAFF, AuthActions, add_user
+from tests.support.pages import csrf_token, parse
 
 # Open to anyone: the login form, static files, and the health checks that load balancers poll.
 PUBLIC_ENDPOINTS = {"static", "auth.login"}
@@ -248,12 +249,10 @@ def test_htmx_requests_carry_the_token_in_a_header(auth, client, staff_user, see
 
 
 def test_login_with_text_the_database_cannot_compare_is_just_wrong(app_on, db_url):
-    from .conftest import AuthActions, add_user
-
     app = app_on(db_url)
-    user = add_user(app, "office@school.example.org", "staff-password-1", "staff")
+    user = add_user(app, STAFF)
     auth = AuthActions(app.test_client())
-    response = auth.login("office\x00@school.example.org", user.password)
+    response = auth.login(user.email.replace("@", "\x00@"), user.password)
     assert response.status_code == 401
     assert _alert(response) == "Wrong email or password."
 

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from school.roster.audience import Audience, count
-from tests.services import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.support.accounts import ADMIN_EMAIL, ADMIN_PASSWORD
 
 GRADE = 8
 # The bar is full when every recipient is handled; read from the page as a user's browser shows it.

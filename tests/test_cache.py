@@ -5,11 +5,9 @@ app built from the same settings: it shares nothing with the first but the cache
 """
 import pytest
 
-from school import config as config_module
-from school import create_app
-from tests.conftest import AuthActions
-from tests.pages import parse
-from tests.services import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.support.accounts import AuthActions
+from tests.support.pages import parse
+from tests.support.school import build_app
 
 ANYONE = {"roles": ["guardians"], "grades": [], "classes": []}
 
@@ -31,12 +29,6 @@ def execute(school, statement: str, **params) -> None:
         conn.execute(text(statement), params)
 
 
-def logged_in(app):
-    client = app.test_client()
-    AuthActions(client).login(ADMIN_EMAIL, ADMIN_PASSWORD)
-    return client
-
-
 def listed_titles(client) -> list[str]:
     response = client.get("/")
     assert response.status_code == 200
@@ -49,7 +41,7 @@ def cache_stats(client) -> dict:
 
 
 def test_a_repeated_events_list_is_served_from_the_cache(school):
-    client = logged_in(school.app)
+    client = school.admin().client
     first = school.create_event(ANYONE, title="Parents' evening")
     assert listed_titles(client) == ["Parents' evening"]
 
@@ -67,8 +59,8 @@ def test_a_repeated_events_list_is_served_from_the_cache(school):
 
 def test_a_new_event_shows_at_once_in_every_process(school):
     web1 = school.app
-    web2 = create_app(config_module.load(school.env) | {"TESTING": True})
-    client1, client2 = logged_in(web1), logged_in(web2)
+    web2 = build_app(school.env)  # another web process on the same settings
+    client1, client2 = AuthActions.logged_in(web1).client, AuthActions.logged_in(web2).client
 
     school.create_event(ANYONE, title="Sports day")
     assert listed_titles(client1) == listed_titles(client2) == ["Sports day"]
@@ -83,7 +75,7 @@ def test_a_new_event_shows_at_once_in_every_process(school):
 
 
 def test_job_statuses_on_the_cached_list_stay_current(school):
-    client = logged_in(school.app)
+    client = school.admin().client
     created = school.create_event(ANYONE, title="Concert")
     listed_titles(client)  # cached now
     execute(school, "UPDATE notification_jobs SET status = 'canceled' WHERE id = :id", id=created["job_id"])
@@ -102,7 +94,7 @@ def test_queue_totals_include_a_new_job_at_once(school):
 def test_audience_counts_are_cached_until_the_roster_changes(school):
     from school.roster.services import roster_changed
 
-    client = logged_in(school.app)
+    client = school.admin().client
     query = {"roles": "students", "grades": "7"}
 
     def reach() -> str:
@@ -124,7 +116,7 @@ def test_audience_counts_are_cached_until_the_roster_changes(school):
 
 def test_the_events_list_works_while_redis_is_down(make_school, redis_server):
     school = make_school(redis=redis_server)
-    client = logged_in(school.app)
+    client = school.admin().client
     school.create_event(ANYONE, title="Open day")
     redis_server.stop()
     assert listed_titles(client) == ["Open day"]

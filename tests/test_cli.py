@@ -8,7 +8,7 @@ from school.auth.models import ApiToken, User
 from school.extensions import db
 from school.roster.models import Guardian, SchoolClass, Student, Teacher, class_teachers, student_guardians
 
-from .conftest import AuthActions, Login
+from tests.support.accounts import AuthActions, Login
 
 ROSTER = (SchoolClass, Student, Guardian, Teacher, student_guardians, class_teachers)
 

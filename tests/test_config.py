@@ -1,5 +1,4 @@
 """Configuration: the embedded default, the switch to PostgreSQL and Redis, and production's refusal."""
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +11,9 @@ from sqlalchemy import text
 from school import config, create_app, queue
 from school.extensions import cache, db
 
-from .conftest import close
+from tests.support.host import ROOT, clean_environ
+from tests.support.school import close
 
-ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = config.variable_names()
 # Any loopback port nobody listens on: building the app must not need Redis to be up.
 UNUSED_REDIS = "redis://127.0.0.1:1/0"
@@ -144,9 +143,8 @@ def test_production_with_its_variables_starts_hardened():
 
 
 def _import_wsgi(tmp_path, **env):
-    clean = {k: v for k, v in os.environ.items() if k not in SETTINGS}
     return subprocess.run([sys.executable, "-c", "import wsgi"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env=clean | {"DATA_DIR": str(tmp_path), **env})
+                          timeout=60, env=clean_environ() | {"DATA_DIR": str(tmp_path), **env})
 
 
 def test_wsgi_in_production_refuses_to_start_without_its_variables(tmp_path):

@@ -2,21 +2,12 @@
 with the SMTP server's replies, the throughput chart, and Redis settings that would lose work."""
 import pytest
 
-from tests.conftest import AuthActions
-from tests.pages import parse
-from tests.services import ADMIN_EMAIL, ADMIN_PASSWORD, wait_for
+from tests.support.browser import Watch, log_in
+from tests.support.host import wait_for
+from tests.support.pages import parse
+from tests.support.school import WHOLE_SCHOOL
 
 pytestmark = pytest.mark.slow
-
-TEACHERS = {"roles": ["teachers"], "grades": [], "classes": []}
-WHOLE_SCHOOL = {"roles": ["guardians", "students", "teachers"], "grades": [], "classes": []}
-
-
-def admin_client(school):
-    client = school.app.test_client()
-    AuthActions(client).login(ADMIN_EMAIL, ADMIN_PASSWORD)
-    return client
-
 
 def panel(client):
     response = client.get("/admin/queue/panel")
@@ -35,7 +26,7 @@ def consumer_row(page, worker):
 
 def test_the_page_polls_its_panel_every_two_seconds(make_school):
     school = make_school()
-    page = parse(admin_client(school).get("/admin/queue").data)
+    page = parse(school.admin().client.get("/admin/queue").data)
     polled = page.by_id("queue-panel")
     assert polled.attrs["hx-get"] == "/admin/queue/panel"
     assert polled.attrs["hx-trigger"] == "every 2s"
@@ -43,7 +34,7 @@ def test_the_page_polls_its_panel_every_two_seconds(make_school):
 
 def test_a_consumer_appears_then_shows_gone_after_it_is_killed(make_school, redis_server, consumer):
     school = make_school(redis=redis_server)
-    client = admin_client(school)
+    client = school.admin().client
     assert stat(panel(client), "consumers-alive") == "0"
 
     worker = consumer(school, workers=3, HEARTBEAT_INTERVAL=1)
@@ -62,7 +53,7 @@ def test_a_consumer_appears_then_shows_gone_after_it_is_killed(make_school, redi
 
 def test_a_consumer_stopped_cleanly_shows_stopped(make_school, consumer):
     school = make_school()  # the embedded queue: heartbeats live beside it
-    client = admin_client(school)
+    client = school.admin().client
     worker = consumer(school, workers=2, HEARTBEAT_INTERVAL=1)
     wait_for(lambda: consumer_row(panel(client), worker), 15, 0.2, "the consumer never showed up")
     assert worker.stop() is not None  # SIGINT, graceful
@@ -74,7 +65,7 @@ def test_running_jobs_failures_and_throughput(make_school, redis_server, smtp_se
                          NOTIFY_BATCH_SIZE=20)
     refused = school.sql("SELECT email FROM teachers WHERE email IS NOT NULL ORDER BY email LIMIT 1")[0][0]
     smtp_server.reply_for[refused] = "550 5.1.1 <{}>: Recipient address rejected".format(refused)
-    client = admin_client(school)
+    client = school.admin().client
     created = school.create_event(WHOLE_SCHOOL, title="Sports day")
     consumer(school, workers=2)
 
@@ -105,7 +96,7 @@ def test_running_jobs_failures_and_throughput(make_school, redis_server, smtp_se
 
 def test_the_dashboard_warns_when_redis_evicts_keys(make_school, redis_server):
     school = make_school(redis=redis_server)
-    client = admin_client(school)
+    client = school.admin().client
     redis_server.client().config_set("maxmemory-policy", "volatile-lru")
     warnings = [w.text for w in panel(client).find_all("p", data_warning="redis")]
     assert any("maxmemory-policy is volatile-lru" in w for w in warnings), warnings
@@ -113,7 +104,7 @@ def test_the_dashboard_warns_when_redis_evicts_keys(make_school, redis_server):
 
 def test_the_dashboard_still_shows_when_redis_is_down(make_school, redis_server):
     school = make_school(redis=redis_server)
-    client = admin_client(school)
+    client = school.admin().client
     redis_server.stop()
     page = panel(client)
     alerts = [p.text for p in page.find_all("p", role="alert")]
@@ -136,13 +127,11 @@ def test_the_chart_scales_bars_to_the_busiest_interval():
 
 
 def test_the_dashboard_updates_itself_in_the_browser(make_school, consumer, live_server, chromium):
-    from tests.browser import Watch, log_in
-
     school = make_school()
     server = live_server(school.app)
     page = chromium.new_page()
     watch = Watch().attach(page)
-    log_in(page, server.url, ADMIN_EMAIL, ADMIN_PASSWORD)
+    log_in(page, server.url)
     page.goto(server.url + "/admin/queue")
     page.evaluate("window.loadedOnce = true")  # a reload would lose it
 

@@ -5,21 +5,13 @@ import subprocess
 import sys
 import time
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 
 from school.dev.mailbox import mailbox_dir
 
-from .pages import parse
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.host import ROOT, free_port
+from tests.support.pages import parse
 
 
 @pytest.fixture

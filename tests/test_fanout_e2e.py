@@ -4,19 +4,8 @@ from collections import Counter
 
 import pytest
 
-from tests.services import SENDER, server_database
+from tests.support.school import SENDER, WHOLE_SCHOOL, audience, server_database
 
-WHOLE_SCHOOL = {"roles": ["guardians", "students", "teachers"], "grades": [], "classes": []}
-
-# Worked out from the roster alone, independently of the app's audience code.
-ADDRESSES = """
-    SELECT email FROM students WHERE email IS NOT NULL
-    UNION
-    SELECT g.email FROM guardians g
-    WHERE g.email IS NOT NULL AND EXISTS (SELECT 1 FROM student_guardians sg WHERE sg.guardian_id = g.id)
-    UNION
-    SELECT email FROM teachers WHERE email IS NOT NULL
-"""
 WITHOUT_EMAIL = """
     SELECT (SELECT count(*) FROM students WHERE email IS NULL)
          + (SELECT count(*) FROM guardians g WHERE g.email IS NULL
@@ -39,7 +28,7 @@ CHILDREN_OF = """
 
 
 def whole_school_is_notified(school, smtp, consumer, workers: int, timeout: float) -> None:
-    addresses = {row[0] for row in school.sql(ADDRESSES)}
+    addresses = audience(school)  # worked out from the roster alone
     without_email = school.scalar(WITHOUT_EMAIL)
     assert len(addresses) > 300 and without_email > 0  # a school worth testing
 

@@ -8,7 +8,8 @@ from school.extensions import db
 from school.notify.models import NotificationJob
 from school.roster.models import Guardian, SchoolClass, Student, Teacher
 
-from .pages import field_error, parse
+from tests.support.accounts import STAFF, AuthActions, add_user
+from tests.support.pages import field_error, parse
 
 VALID = {"title": "Parents' evening", "description": "Meet the form tutors.", "location": "Main hall",
          "starts_at": "2026-12-01T18:00", "ends_at": "2026-12-01T20:00", "priority": "normal",
@@ -151,14 +152,10 @@ def staff_on(app_on, db_url):
     """Logged-in staff on a seeded school, on SQLite and on PostgreSQL."""
     from school.roster.seed import seed_demo
 
-    from .conftest import AuthActions, add_user
-
     app = app_on(db_url)
     with app.app_context():
         seed_demo(60)
-    actions = AuthActions(app.test_client())
-    actions.login_as(add_user(app, "office@school.example.org", "staff-password-1", "staff"))
-    return app, actions
+    return app, AuthActions.logged_in(app, add_user(app, STAFF))
 
 
 @pytest.mark.parametrize("change, field, message", [

@@ -10,9 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import AuthActions
-from tests.pages import csrf_token
-from tests.services import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.support.pages import csrf_token
 
 pytestmark = pytest.mark.slow
 
@@ -138,8 +136,7 @@ def test_random_bodies_at_the_api_never_fail_and_write_only_valid_events(school)
 
 
 def test_random_forms_never_fail_and_write_only_valid_events(school):
-    client = school.app.test_client()
-    AuthActions(client).login(ADMIN_EMAIL, ADMIN_PASSWORD)
+    client = school.admin().client
     token = csrf_token(client.get("/events/new").data)
     seen = {"created": 0, "refused": 0}
 

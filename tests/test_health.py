@@ -5,8 +5,9 @@ need an admin's session or an API token.
 """
 import pytest
 
-from tests.conftest import AuthActions
-from tests.services import ADMIN_EMAIL, ADMIN_PASSWORD, free_port, wait_for
+from tests.support.accounts import STAFF, AuthActions, add_user
+from tests.support.host import free_port, wait_for
+from tests.support.school import build_app
 
 pytestmark = pytest.mark.slow
 
@@ -91,22 +92,17 @@ def test_ready_warns_when_redis_would_lose_the_queue(make_school, redis_server, 
 
 def test_details_need_an_admin_or_a_token(make_school, redis_server):
     school = make_school(redis=redis_server)
-    from school.auth.services import save_user
-
-    with school.app.app_context():
-        save_user("office@springfield-school.example.org", "staff-password-1", "staff")
+    add_user(school.app, STAFF)
     for path in ("/health/queue", "/health/cache", "/metrics"):
         anonymous = school.app.test_client()
         assert anonymous.get(path).status_code == 401, path
         assert anonymous.get(path, headers={"Authorization": "Bearer sk_not-a-real-token"}).status_code == 401
         assert anonymous.get(path, headers=bearer(school)).status_code == 200, path
 
-        staff = school.app.test_client()
-        AuthActions(staff).login("office@springfield-school.example.org", "staff-password-1")
+        staff = AuthActions.logged_in(school.app, STAFF).client
         assert staff.get(path).status_code == 403, path
 
-        admin = school.app.test_client()
-        AuthActions(admin).login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        admin = school.admin().client
         assert admin.get(path).status_code == 200, path
 
 
@@ -156,8 +152,7 @@ def test_queue_shows_a_scheduled_retry(make_school, redis_server, smtp_server, c
 
 def test_cache_counts_hits_and_misses(make_school, redis_server):
     school = make_school(redis=redis_server)
-    admin = school.app.test_client()
-    AuthActions(admin).login(ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin = school.admin().client
 
     start = admin.get("/health/cache").json
     assert start["backend"] == "redis"
@@ -174,16 +169,13 @@ def test_ready_says_503_naming_the_database_when_it_does_not_answer(make_school,
     half-open network path): readiness still answers, and names the database."""
     import socket
 
-    from school import config as config_module
-    from school import create_app
-
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)  # the kernel completes the handshake; nobody ever speaks
     try:
         school = make_school(smtp=smtp_server)
         env = {**school.env, "DATABASE_URL": f"postgresql://school@127.0.0.1:{silent.getsockname()[1]}/school"}
-        app = create_app(config_module.load(env) | {"TESTING": True})
+        app = build_app(env)
         client = app.test_client()
         response = client.get("/health/ready")
         assert response.status_code == 503

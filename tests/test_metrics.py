@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.services import BIN, ROOT, free_port, wait_for
+from tests.support.host import BIN, ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -1,9 +1,8 @@
 """Urgent notices jump the queue: they do not wait behind a long job already waiting."""
 import pytest
 
-from tests.services import server_database
+from tests.support.school import WHOLE_SCHOOL, server_database
 
-WHOLE_SCHOOL = {"roles": ["guardians", "students", "teachers"], "grades": [], "classes": []}
 GRADE_ONE_TEACHERS = {"roles": ["teachers"], "grades": [1], "classes": []}
 
 

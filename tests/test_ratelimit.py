@@ -4,7 +4,7 @@ import bisect
 
 import pytest
 
-from tests.services import server_database
+from tests.support.school import server_database
 
 # seed_demo(1200) puts 100 students in each grade and gives students from grade 7 up an address.
 FIVE_GRADES = {"roles": ["students"], "grades": [7, 8, 9, 10, 11], "classes": []}

@@ -14,15 +14,16 @@ import time
 import pytest
 
 from school.notify.tasks import RELEASE_TIMEOUT
-from tests.faults import WHOLE_SCHOOL, AdminPage, audience, executions, job_messages, ready, settled, tally
-from tests.pages import parse
-from tests.services import postgres_admin_url, wait_for
+from tests.support.faults import AdminPage, executions, job_messages, settled, tally
+from tests.support.host import wait_for
+from tests.support.pages import parse
+from tests.support.school import WHOLE_SCHOOL, audience, server_database
 
 slow = pytest.mark.slow
 
 QUICK_RECOVERY = {"NOTIFY_LEASE_SECONDS": 3, "NOTIFY_SWEEP_INTERVAL": 1}
 # Production's pair (PostgreSQL and Redis) when PostgreSQL is there to test on.
-DATABASE = "postgres" if postgres_admin_url() else "sqlite"
+DATABASE = server_database()
 QUIET = 3  # seconds a stopped job is watched to see that nothing more arrives
 
 
@@ -175,7 +176,7 @@ def test_two_consumers_share_a_job(database, make_school, smtp_server, consumer,
 
     pair = [consumer(school, workers=3), consumer(school, workers=3)]
     for handle in pair:
-        ready(handle)  # both compete for the job's batches from the start
+        handle.wait_started()  # both compete for the job's batches from the start
     job_id = school.create_event(WHOLE_SCHOOL)["job_id"]
     job = school.wait_job_done(job_id, 90)
 

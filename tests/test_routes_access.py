@@ -10,7 +10,9 @@ import pytest
 from school.auth.models import ApiToken, User
 from school.extensions import db
 
-from .pages import csrf_token
+from tests.support import accounts
+from tests.support.accounts import AuthActions, add_user
+from tests.support.pages import csrf_token
 
 PUBLIC = "anyone"
 SESSION = "any logged-in user"
@@ -113,9 +115,7 @@ def call(app, world, caller: str, endpoint: str, method: str, url: str):
     token = csrf_token(client.get("/login").data)  # everyone's session carries one, so POSTs reach the auth check
     headers = {}
     if caller in ("staff", "admin"):
-        user = world["users"][caller]
-        assert client.post("/login", data={"email": user.email, "password": user.password,
-                                           "csrf_token": token}).status_code == 302
+        AuthActions(client).login_as(world["users"][caller])
     elif caller.endswith("token"):
         headers["Authorization"] = f"Bearer {world['tokens'][caller]}"
     if method == "GET":
@@ -164,10 +164,8 @@ def test_each_caller_reaches_exactly_what_it_should(app, world):
 
 
 def test_development_pages_do_not_exist_in_production(app_on, sqlite_url, redis_server):
-    from tests.conftest import add_user
-
     app = app_on(sqlite_url, APP_ENV="production", REDIS_URL=redis_server.url)
-    admin = add_user(app, "head@school.example.org", "admin-password-1", "admin")
+    admin = add_user(app, accounts.ADMIN)
     client = app.test_client()
     token = csrf_token(client.get("/login").data)
     client.post("/login", data={"email": admin.email, "password": admin.password, "csrf_token": token})

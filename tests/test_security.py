@@ -8,16 +8,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from school import config as config_module
-from school import create_app
 from school.auth.models import ApiToken
 from school.events.models import Event
 from school.extensions import db
 from school.notify.models import NotificationJob
 from school.security import THROTTLED
-from tests.conftest import AuthActions, add_user
-from tests.pages import csrf_token, parse
-from tests.services import ADMIN_EMAIL, ADMIN_PASSWORD, RedisServer, wait_for
+from tests.support.accounts import ADMIN, ADMIN_EMAIL, ADMIN_PASSWORD, add_user, issue_token
+from tests.support.browser import Watch, log_in
+from tests.support.host import wait_for
+from tests.support.pages import csrf_token, parse
+from tests.support.redis import RedisServer
+from tests.support.school import build_app
 
 EVENT = {"title": "Sports day", "starts_at": "2031-06-12T09:00:00Z", "ends_at": "2031-06-12T15:00:00Z",
          "audience": {"roles": ["guardians"], "grades": [], "classes": []}}
@@ -27,16 +28,6 @@ def written(app) -> tuple[int, int]:
     with app.app_context():
         return (db.session.scalar(select(func.count()).select_from(Event)),
                 db.session.scalar(select(func.count()).select_from(NotificationJob)))
-
-
-def issue_token(app, email: str) -> str:
-    from school.auth.models import User
-
-    with app.app_context():
-        token, secret = ApiToken.issue(db.session.scalar(select(User).where(User.email == email)))
-        db.session.add(token)
-        db.session.commit()
-    return secret
 
 
 # --- headers and cookies ------------------------------------------------------------------------
@@ -85,7 +76,7 @@ def test_pages_hold_no_script_the_policy_would_block(auth, client, admin_user, a
 
 def test_production_adds_hsts_and_secure_cookies(app_on, sqlite_url, redis_server):
     app = app_on(sqlite_url, APP_ENV="production", REDIS_URL=redis_server.url)
-    user = add_user(app, "head@school.example.org", "admin-password-1", "admin")
+    user = add_user(app, ADMIN)
     client = app.test_client()
     token = csrf_token(client.get("/login").data)
     response = client.post("/login", data={"email": user.email, "password": user.password, "csrf_token": token,
@@ -232,7 +223,7 @@ def test_successful_logins_are_never_throttled(app, staff_user):
 
 def test_throttling_is_shared_by_every_web_process_on_redis(make_school, redis_server):
     school = make_school(redis=redis_server)
-    other_process = create_app(config_module.load(school.env) | {"TESTING": True})
+    other_process = build_app(school.env)
     for _ in range(5):
         assert attempt(school.app.test_client(), ADMIN_EMAIL, "wrong").status_code == 401
     assert attempt(other_process.test_client(), ADMIN_EMAIL, ADMIN_PASSWORD).status_code == 429
@@ -346,8 +337,7 @@ def test_redis_with_a_password_and_tls_works_and_the_password_never_shows(
                         socket_timeout=2).ping()
         caplog.set_level(logging.DEBUG)
         school = make_school(students=12, redis=server, smtp=smtp_server)
-        admin = school.app.test_client()
-        AuthActions(admin).login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        admin = school.admin().client
 
         ready = admin.get("/health/ready")
         assert ready.status_code == 200, ready.json
@@ -384,13 +374,11 @@ def test_redis_with_a_password_and_tls_works_and_the_password_never_shows(
 def test_the_pages_work_in_chromium_under_the_policy(make_school, smtp_server, consumer, live_server, chromium):
     """The audience picker and the live progress bar (both htmx) work with the policy on, and the
     browser reports no violation; an inline script added to the page is refused and reported."""
-    from tests.browser import Watch, log_in
-
     school = make_school(students=40, smtp=smtp_server)
     server = live_server(school.app)
     page = chromium.new_page()
     watch = Watch().attach(page)
-    log_in(page, server.url, ADMIN_EMAIL, ADMIN_PASSWORD)
+    log_in(page, server.url)
 
     page.goto(server.url + "/events/new")
     everyone = page.text_content("#reach-count")

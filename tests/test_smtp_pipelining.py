@@ -8,7 +8,8 @@ from aiosmtpd.controller import Controller
 
 from school.notify import transport
 from school.notify.letter import Letter
-from tests.services import RecordingHandler, free_port
+from tests.support.host import free_port
+from tests.support.smtp import RecordingHandler
 
 NO_SUCH_USER = "550 5.1.1 No such user"
 TRY_LATER = "451 4.3.0 Try again later"

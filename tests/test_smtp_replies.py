@@ -5,10 +5,10 @@ from collections import Counter
 
 import pytest
 
-from tests.pages import parse
-from tests.services import wait_for
+from tests.support.host import wait_for
+from tests.support.pages import parse
+from tests.support.school import TEACHERS
 
-TEACHERS = {"roles": ["teachers"], "grades": [], "classes": []}
 TRY_LATER = "451 4.3.0 Try again later"
 NO_SUCH_USER = "550 5.1.1 No such user"
 
@@ -67,7 +67,7 @@ def test_permanent_refusals_fail_with_the_reply_and_are_never_retried(make_schoo
     assert {a for a, (status, _, _) in rows.items() if status == "failed"} == set(unknown)
     assert {rows[a] for a in unknown} == {("failed", 1, NO_SUCH_USER)}
 
-    page = school.logged_in_client().get(f"/jobs/{created['job_id']}")
+    page = school.admin().client.get(f"/jobs/{created['job_id']}")
     assert page.status_code == 200
     table = parse(page.data).find("table", class_="failed")
     assert table is not None, "the job page lists no failed recipients"

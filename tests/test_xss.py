@@ -13,8 +13,9 @@ from markupsafe import escape
 
 from school.notify.letter import Letter
 from school.notify.transport import one_line
-from tests.pages import parse
-from tests.services import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.support.browser import Watch, log_in
+from tests.support.pages import parse
+from tests.support.school import TEACHERS
 
 pytestmark = pytest.mark.slow
 
@@ -85,18 +86,15 @@ def store_email(school, event, job_id) -> str:
 
 @pytest.fixture
 def school(make_school):
-    from tests.conftest import AuthActions
-
     school = make_school(students=12)
-    school.admin = school.app.test_client()
-    AuthActions(school.admin).login(ADMIN_EMAIL, ADMIN_PASSWORD)
+    school.admin_client = school.admin().client
     return school
 
 
 def create_events(school, payloads) -> list[dict]:
     made = []
     for payload in payloads:
-        created = school.create_event({"roles": ["teachers"], "grades": [], "classes": []}, title=payload,
+        created = school.create_event(TEACHERS, title=payload,
                                       description=f"{payload}\nSecond line {payload}", location=payload)
         made.append({**created, "payload": payload})
     return made
@@ -106,7 +104,7 @@ def pages_for(school, made) -> dict[str, str]:
     from school.events.models import Event
     from school.extensions import db
 
-    get = school.admin.get
+    get = school.admin_client.get
     pages = {"events list": get("/").get_data(as_text=True), "jobs list": get("/jobs").get_data(as_text=True),
              "queue dashboard": get("/admin/queue").get_data(as_text=True)}
     for item in made:
@@ -191,8 +189,6 @@ def visit(page, url: str) -> None:
 
 
 def test_no_payload_runs_in_chromium(school, chromium, live_server):
-    from tests.browser import Watch, log_in
-
     made = create_events(school, PAYLOADS)
     last = made[-CHUNK:]
     pages_for(school, last)  # stores their mailbox messages too
@@ -207,7 +203,7 @@ def test_no_payload_runs_in_chromium(school, chromium, live_server):
         context = chromium.browser.new_context(bypass_csp=bypass_csp)
         page = context.new_page()
         watch = Watch().attach(page)
-        log_in(page, server.url, ADMIN_EMAIL, ADMIN_PASSWORD)
+        log_in(page, server.url)
         for url in urls:
             visit(page, server.url + url)
             assert page.evaluate("window.__xss") is None, f"a payload ran on {url}"

@@ -12,17 +12,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from tests.pages import csrf_token, parse
-from tests.services import ADMIN_EMAIL, ADMIN_PASSWORD, Consumer, School, SmtpServer, wait_for
-from tests.test_fanout_e2e import ADDRESSES, WHOLE_SCHOOL
-
-__all__ = ["WHOLE_SCHOOL", "AdminPage", "Tally", "audience", "executions", "job_messages", "ready", "settled",
-           "tally"]
-
-
-def audience(school: School) -> set[str]:
-    """Every address the whole school's event must reach, from the roster alone."""
-    return {row[0] for row in school.sql(ADDRESSES)}
+from .pages import csrf_token, parse
+from .school import School
+from .smtp import SmtpServer
 
 
 def job_messages(smtp: SmtpServer, job_id: int) -> list:
@@ -89,12 +81,6 @@ def settled(school: School, job_id: int) -> bool:
                          job=job_id) == 0
 
 
-def ready(handle: Consumer, timeout: float = 30) -> None:
-    """Wait until the consumer process has started its workers."""
-    wait_for(lambda: "Huey consumer started" in handle.log(), timeout, 0.1,
-             f"consumer {handle.pid} did not start: {handle.tail(20)}")
-
-
 def executions(consumers, task: str) -> int:
     """How many times the consumers started ``task`` (huey logs ``Executing <module>.<task>: <id>``)."""
     pattern = re.compile(rf"Executing school\.notify\.tasks\.{re.escape(task)}: ")
@@ -106,11 +92,7 @@ class AdminPage:
     sending what htmx sends (``HX-Request`` and the CSRF header from the page)."""
 
     def __init__(self, school: School):
-        self.client = school.app.test_client()
-        login = self.client.get("/login")
-        response = self.client.post("/login", data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD,
-                                                    "csrf_token": csrf_token(login.data)})
-        assert response.status_code == 302, "the admin could not log in"
+        self.client = school.admin().client
 
     def get(self, path: str):
         response = self.client.get(path)

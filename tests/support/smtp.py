@@ -1,0 +1,177 @@
+"""An SMTP server that records what it receives (aiosmtpd on a free loopback port), with replies
+and delays scripted per address, and a mail server that hangs."""
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import socket
+import threading
+import time
+from collections import Counter
+from contextlib import suppress
+from dataclasses import dataclass
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from .host import free_port, wait_for
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message as one recipient got it."""
+
+    rcpt: str
+    mail_from: str
+    message_id: str
+    subject: str
+    raw: bytes
+    at: float  # time.time() when the server accepted the DATA
+
+    @property
+    def message(self) -> email.message.EmailMessage:
+        return email.message_from_bytes(self.raw, policy=email.policy.default)
+
+
+class RecordingHandler:
+    """An aiosmtpd handler that accepts everything, except what ``reply_for`` scripts.
+
+    ``reply_for[address]`` is either a string (that reply to every attempt, e.g. a permanent
+    ``"550 5.1.1 No such user"``) or a list consumed one reply per attempt, after which the
+    address is accepted (e.g. ``["451 4.3.0 Try again later"]``). ``delay_for[address]`` is a
+    list of seconds to wait before answering, also one per attempt (a slow server).
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.received: list[Received] = []
+        self.rcpt_attempts: Counter[str] = Counter()
+        self.reply_for: dict[str, str | list[str]] = {}
+        self.delay_for: dict[str, list[float]] = {}
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self.lock:
+            self.rcpt_attempts[address] += 1
+            scripted = self.reply_for.get(address)
+            reply = scripted if isinstance(scripted, str) else (scripted.pop(0) if scripted else None)
+            delays = self.delay_for.get(address)
+            delay = delays.pop(0) if delays else 0
+        if delay:
+            await asyncio.sleep(delay)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        at = time.time()
+        raw = envelope.original_content or envelope.content
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                self.received.append(Received(rcpt, envelope.mail_from, str(parsed["Message-ID"] or ""),
+                                              str(parsed["Subject"] or ""), raw, at))
+        return "250 Message accepted for delivery"
+
+
+class SmtpServer:
+    """An aiosmtpd ``Controller`` on 127.0.0.1 that records every accepted message.
+
+    ``stop()`` makes it unreachable (connections in progress are dropped); ``start()`` brings it
+    back on the same port with everything received so far kept.
+    """
+
+    def __init__(self):
+        self.port = free_port()
+        self.handler = RecordingHandler()
+        self.controller = None
+
+    def start(self) -> "SmtpServer":
+        assert self.controller is None, "the SMTP server is already running"
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, ready_timeout=10)
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    @property
+    def reply_for(self) -> dict[str, str | list[str]]:
+        return self.handler.reply_for
+
+    @property
+    def delay_for(self) -> dict[str, list[float]]:
+        return self.handler.delay_for
+
+    @property
+    def received(self) -> list[Received]:
+        with self.handler.lock:
+            return list(self.handler.received)
+
+    @property
+    def rcpt_attempts(self) -> Counter[str]:
+        with self.handler.lock:
+            return Counter(self.handler.rcpt_attempts)
+
+    def count(self) -> int:
+        with self.handler.lock:
+            return len(self.handler.received)
+
+    def wait_for_count(self, n: int, timeout: float) -> list[Received]:
+        wait_for(lambda: self.count() >= n, timeout, 0.1, lambda: f"the SMTP server got {self.count()} of {n} messages")
+        return self.received
+
+
+class SilentListener:
+    """A mail server that hangs: it accepts connections on ``port`` and never says a word."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, name="silent-listener", daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self.accepted.append(conn)
+
+    def stop_listening(self) -> None:
+        """Refuse new connections; those already accepted stay open, and silent."""
+        with suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.thread.join(5)
+
+    def close(self) -> None:
+        self.stop_listening()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture
+def smtp_server():
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def silent_listener():
+    """``silent_listener(port)``: a hung mail server on that port until the test ends."""
+    made: list[SilentListener] = []
+
+    def factory(port: int) -> SilentListener:
+        made.append(SilentListener(port))
+        return made[-1]
+
+    yield factory
+    for listener in made:
+        listener.close()
