@@ -2,10 +2,10 @@
 import pytest
 from sqlalchemy import select
 
-from school.auth.models import ApiToken, User
+from school.auth.models import User
 from school.extensions import db
 
-from tests.support.accounts import AuthActions, Login
+from tests.support.accounts import AuthActions, Login, issue_token
 from tests.support.pages import field_error, parse
 
 
@@ -75,12 +75,7 @@ def test_admin_promotes_staff_to_admin(app, admin, staff_user, session_as):
 
 def test_deactivated_user_is_logged_out_and_cannot_log_in_or_use_tokens(app, admin, staff_user, session_as):
     staff = session_as(staff_user)
-    with app.app_context():
-        user = db.session.scalar(select(User).where(User.email == staff_user.email))
-        token, secret = ApiToken.issue(user)
-        db.session.add(token)
-        db.session.commit()
-    bearer = {"Authorization": f"Bearer {secret}"}
+    bearer = {"Authorization": f"Bearer {issue_token(app, staff_user.email)}"}
     assert staff.client.get("/api/jobs", headers=bearer).status_code == 200
 
     uid = user_id(app, staff_user.email)

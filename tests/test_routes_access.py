@@ -7,11 +7,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from school.auth.models import ApiToken, User
+from school.auth.models import User
 from school.extensions import db
 
 from tests.support import accounts
-from tests.support.accounts import AuthActions, add_user
+from tests.support.accounts import AuthActions, add_user, issue_token
 from tests.support.pages import csrf_token
 
 PUBLIC = "anyone"
@@ -85,15 +85,10 @@ def world(app, admin_user, staff_user):
     from school.events.services import create_event, parse_event
     from school.notify.tasks import enqueue_fanout
 
+    tokens = {"admin token": issue_token(app, admin_user.email), "staff token": issue_token(app, staff_user.email)}
     with app.app_context():
         admin = authenticate(admin_user.email, admin_user.password)
         staff = authenticate(staff_user.email, staff_user.password)
-        tokens = {}
-        for name, user in (("admin token", admin), ("staff token", staff)):
-            token, secret = ApiToken.issue(user)
-            db.session.add(token)
-            tokens[name] = secret
-        db.session.commit()
         event = create_event(parse_event(EVENT), admin, enqueue_fanout)
         ids = {"event_id": event.id, "job_id": event.job.id, "user_id": staff.id}
     return {"tokens": tokens, "ids": ids, "users": {"staff": staff_user, "admin": admin_user}}
