@@ -13,6 +13,7 @@ from school.extensions import db
 from tests.support import accounts
 from tests.support.accounts import AuthActions, add_user, issue_token
 from tests.support.pages import csrf_token
+from tests.support.school import EVENT
 
 PUBLIC = "anyone"
 SESSION = "any logged-in user"
@@ -66,9 +67,6 @@ EXPECTED = {
     ADMIN_OR_TOKEN: {"anonymous": UNAUTHORIZED, "staff": FORBIDDEN, "admin": REACHED, "staff token": REACHED,
                      "admin token": REACHED},
 }
-
-EVENT = {"title": "Sports day", "starts_at": "2031-06-12T09:00:00Z", "ends_at": "2031-06-12T15:00:00Z",
-         "audience": {"roles": ["guardians"], "grades": [], "classes": []}}
 
 
 @pytest.fixture

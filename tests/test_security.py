@@ -18,10 +18,7 @@ from tests.support.browser import Watch, log_in
 from tests.support.host import wait_for
 from tests.support.pages import csrf_token, parse
 from tests.support.redis import RedisServer
-from tests.support.school import build_app
-
-EVENT = {"title": "Sports day", "starts_at": "2031-06-12T09:00:00Z", "ends_at": "2031-06-12T15:00:00Z",
-         "audience": {"roles": ["guardians"], "grades": [], "classes": []}}
+from tests.support.school import EVENT, build_app
 
 
 def written(app) -> tuple[int, int]:

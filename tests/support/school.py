@@ -42,6 +42,9 @@ SCHOOL_SETTINGS = {
     "PUBLIC_URL": "http://school.test",
 }
 
+# An event as the JSON API takes it.
+EVENT = {"title": "Sports day", "starts_at": "2031-06-12T09:00:00Z", "ends_at": "2031-06-12T15:00:00Z",
+         "audience": {"roles": ["guardians"], "grades": [], "classes": []}}
 WHOLE_SCHOOL = {"roles": ["guardians", "students", "teachers"], "grades": [], "classes": []}
 TEACHERS = {"roles": ["teachers"], "grades": [], "classes": []}
 # Everyone the whole school's event must reach, worked out from the roster alone, independently
