@@ -41,7 +41,11 @@ def _address(name: str, address: str) -> str:
         address = ascii_domain(address)
     except UnicodeError:
         pass  # the envelope refuses it for this recipient, with the reason
-    return formataddr((one_line(name), one_line(address)), charset="utf-8")
+    name, address = one_line(name), one_line(address)
+    if address.isascii() or not name:
+        return formataddr((name, address), charset="utf-8") if address.isascii() else address
+    # formataddr takes only ASCII addresses: quote or encode the name with it, then add the address.
+    return formataddr((name, "_@_"), charset="utf-8").removesuffix("<_@_>") + f"<{address}>"
 
 
 def _part(content_type: str, text: str) -> bytes:

@@ -23,11 +23,13 @@ def huey_consumer_path() -> str:
 class Consumer:
     """One ``huey_consumer tasks.huey -w N -k thread`` process, logging to a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, workers: int, extra_args: tuple[str, ...] = ()):
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int, extra_args: tuple[str, ...] = (),
+                 prefix: tuple[str, ...] = ()):
         self.env = env
         self.log_path = log_path
         self.workers = workers
-        self.args = [huey_consumer_path(), "tasks.huey", "-w", str(workers), "-k", "thread", *extra_args]
+        # ``prefix`` runs the consumer under another command, e.g. ("faketime", "-f", "+2m").
+        self.args = [*prefix, huey_consumer_path(), "tasks.huey", "-w", str(workers), "-k", "thread", *extra_args]
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "Consumer":
@@ -90,7 +92,7 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def consumer(request, tmp_path_factory):
-    """``consumer(school, workers=4, extra_args=(), **settings)`` starts a consumer process.
+    """``consumer(school, workers=4, extra_args=(), prefix=(), **settings)`` starts a consumer process.
 
     ``settings`` override the school's (e.g. ``MAIL_RATE_LIMIT="50/second"``). Every consumer
     still running at the end is stopped (SIGTERM, then SIGKILL).
@@ -100,9 +102,10 @@ def consumer(request, tmp_path_factory):
     logs = tmp_path_factory.mktemp("consumers")
     numbers = itertools.count(1)
 
-    def factory(school, workers: int = 4, extra_args: tuple[str, ...] = (), **settings) -> Consumer:
+    def factory(school, workers: int = 4, extra_args: tuple[str, ...] = (), prefix: tuple[str, ...] = (),
+                **settings) -> Consumer:
         handle = Consumer(school.consumer_env(**settings), logs / f"consumer{next(numbers)}.log", workers,
-                          tuple(extra_args))
+                          tuple(extra_args), tuple(prefix))
         started.append(handle)
         return handle.start()
 

@@ -221,6 +221,11 @@ class School:
         with self.app.app_context(), db.engine.connect() as conn:
             return [tuple(row) for row in conn.execute(text(statement), params)]
 
+    def execute(self, statement: str, **params) -> int:
+        """Run one writing SQL statement and commit it; how many rows it changed."""
+        with self.app.app_context(), db.engine.begin() as conn:
+            return conn.execute(text(statement), params).rowcount
+
     def scalar(self, statement: str, **params):
         rows = self.sql(statement, **params)
         return rows[0][0] if rows else None

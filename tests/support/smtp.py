@@ -41,6 +41,8 @@ class RecordingHandler:
     ``"550 5.1.1 No such user"``) or a list consumed one reply per attempt, after which the
     address is accepted (e.g. ``["451 4.3.0 Try again later"]``). ``delay_for[address]`` is a
     list of seconds to wait before answering, also one per attempt (a slow server).
+    ``reply_with(address)``, when set, answers every other RCPT as a provider's rules would (a
+    quota, throttling): a reply, or None to accept.
     """
 
     def __init__(self):
@@ -49,6 +51,7 @@ class RecordingHandler:
         self.rcpt_attempts: Counter[str] = Counter()
         self.reply_for: dict[str, str | list[str]] = {}
         self.delay_for: dict[str, list[float]] = {}
+        self.reply_with = None
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:
@@ -57,6 +60,8 @@ class RecordingHandler:
             reply = scripted if isinstance(scripted, str) else (scripted.pop(0) if scripted else None)
             delays = self.delay_for.get(address)
             delay = delays.pop(0) if delays else 0
+            if reply is None and self.reply_with is not None:
+                reply = self.reply_with(address)
         if delay:
             await asyncio.sleep(delay)
         if reply:
@@ -79,17 +84,20 @@ class SmtpServer:
     """An aiosmtpd ``Controller`` on 127.0.0.1 that records every accepted message.
 
     ``stop()`` makes it unreachable (connections in progress are dropped); ``start()`` brings it
-    back on the same port with everything received so far kept.
+    back on the same port with everything received so far kept. ``options`` go to aiosmtpd's
+    SMTP server (``enable_SMTPUTF8=True``; ``timeout=5`` closes connections idle for 5 s).
     """
 
-    def __init__(self):
+    def __init__(self, **options):
         self.port = free_port()
         self.handler = RecordingHandler()
+        self.options = options
         self.controller = None
 
     def start(self) -> "SmtpServer":
         assert self.controller is None, "the SMTP server is already running"
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, ready_timeout=10)
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, ready_timeout=10,
+                                     **self.options)
         self.controller.start()
         return self
 
