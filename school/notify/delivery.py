@@ -25,7 +25,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..counters import record
 from ..extensions import db
-from ..timeutil import utcnow
+from ..timeutil import aware, utcnow
 from . import leases, ratelimit, worker
 from .completion import finish_if_complete
 from .leases import LeaseLost, db_now
@@ -378,7 +378,7 @@ class BatchRun:
         """An outage: nobody's retries are spent. The batch tries again after a backoff that grows
         with the outage (capped at NOTIFY_WAIT_MAX), and gives up NOTIFY_GIVE_UP_AFTER after it began."""
         now = db_now()
-        since = self.outage_since or now
+        since = aware(self.outage_since) or now
         waited = (now - since).total_seconds()
         if waited > self.config["NOTIFY_GIVE_UP_AFTER"]:
             give_up(self.batch_id, self.job_id, self.owner,

@@ -42,7 +42,8 @@ class RecordingHandler:
     address is accepted (e.g. ``["451 4.3.0 Try again later"]``). ``delay_for[address]`` is a
     list of seconds to wait before answering, also one per attempt (a slow server).
     ``reply_with(address)``, when set, answers every other RCPT as a provider's rules would (a
-    quota, throttling): a reply, or None to accept.
+    quota, throttling): a reply, or None to accept. ``rcpt_delay`` seconds pass before every RCPT
+    is answered (a server far away).
     """
 
     def __init__(self):
@@ -52,6 +53,7 @@ class RecordingHandler:
         self.reply_for: dict[str, str | list[str]] = {}
         self.delay_for: dict[str, list[float]] = {}
         self.reply_with = None
+        self.rcpt_delay = 0.0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:
@@ -59,7 +61,7 @@ class RecordingHandler:
             scripted = self.reply_for.get(address)
             reply = scripted if isinstance(scripted, str) else (scripted.pop(0) if scripted else None)
             delays = self.delay_for.get(address)
-            delay = delays.pop(0) if delays else 0
+            delay = (delays.pop(0) if delays else 0) + self.rcpt_delay
             if reply is None and self.reply_with is not None:
                 reply = self.reply_with(address)
         if delay:
