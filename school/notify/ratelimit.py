@@ -216,10 +216,19 @@ class RedisState:
 
 
 class FileState:
-    """The same state in ``DATA_DIR/ratelimit.db``, shared by every process on the machine: one
-    JSON document per namespace, read and written back in one ``BEGIN IMMEDIATE`` transaction, so
-    processes take turns. Times are the machine's wall clock; a value that only a clock stepped
-    back could have written is ignored rather than waited for."""
+    """The same state in ``DATA_DIR/ratelimit.db``, shared by every process on the machine: each
+    change is one ``BEGIN IMMEDIATE`` transaction, so processes take turns. The messages in flight
+    are rows of their own (a window of a thousand costs no more than one of ten); the throttle is a
+    small JSON document beside the next slot. Times are the machine's wall clock; a value that only
+    a clock stepped back could have written is ignored rather than waited for."""
+
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS limit_state (namespace TEXT PRIMARY KEY, next REAL NOT NULL,"
+        " aimd TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS limit_window (namespace TEXT NOT NULL, token TEXT NOT NULL,"
+        " until REAL NOT NULL, PRIMARY KEY (namespace, token))",
+        "CREATE INDEX IF NOT EXISTS limit_window_until ON limit_window (namespace, until)",
+    )
 
     def __init__(self, path: str, namespace: str):
         self.path = path
@@ -229,8 +238,9 @@ class FileState:
         self._pid = None
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            self._connection().execute(
-                "CREATE TABLE IF NOT EXISTS limits (namespace TEXT PRIMARY KEY, state TEXT NOT NULL)")
+            conn = self._connection()
+            for statement in self.SCHEMA:
+                conn.execute(statement)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():  # a new one after a fork
@@ -241,16 +251,19 @@ class FileState:
         return self._conn
 
     def _change(self, step):
-        """Run ``step(state, now)`` on the shared state, in one transaction; its result."""
+        """Run ``step(conn, state, now)`` in one transaction, ``state`` being the next slot and the
+        throttle (``{"next": …, "aimd": {…}}``), written back afterwards; its result."""
         with self._lock:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                row = conn.execute("SELECT state FROM limits WHERE namespace = ?", (self.namespace,)).fetchone()
-                state = json.loads(row[0]) if row else {}
-                result = step(state, time.time())
-                conn.execute("INSERT INTO limits (namespace, state) VALUES (?, ?) ON CONFLICT (namespace)"
-                             " DO UPDATE SET state = excluded.state", (self.namespace, json.dumps(state)))
+                row = conn.execute("SELECT next, aimd FROM limit_state WHERE namespace = ?",
+                                   (self.namespace,)).fetchone()
+                state = {"next": row[0], "aimd": json.loads(row[1])} if row else {"next": 0.0, "aimd": {}}
+                result = step(conn, state, time.time())
+                conn.execute("INSERT INTO limit_state (namespace, next, aimd) VALUES (?, ?, ?) ON CONFLICT"
+                             " (namespace) DO UPDATE SET next = excluded.next, aimd = excluded.aimd",
+                             (self.namespace, state["next"], json.dumps(state["aimd"])))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -258,48 +271,55 @@ class FileState:
             return result
 
     @staticmethod
-    def _throttle(state: dict, now: float) -> dict | None:
-        throttle = state.get("throttle")
+    def _throttle(aimd: dict, now: float) -> dict | None:
+        throttle = aimd.get("throttle")
         if throttle and not now - FORGET < throttle["touched"] <= now + HOLD:
-            del state["throttle"]
+            del aimd["throttle"]
             return None
         return throttle
 
     def try_acquire(self, interval: float, token: str, in_flight: float) -> float:
-        def step(state: dict, now: float) -> float:
-            throttle = self._throttle(state, now)
+        def step(conn: sqlite3.Connection, state: dict, now: float) -> float:
+            throttle = self._throttle(state["aimd"], now)
             spacing = 1 / throttle["rate"] if throttle else interval
             if spacing <= 0:
                 return 0.0
             cap = max(1, math.floor(WINDOW / spacing + 1e-9))
-            window = {k: t for k, t in state.get("window", {}).items() if now - WINDOW < t <= now + in_flight}
-            wait = min(state.get("next", 0.0) - now, spacing)
-            if len(window) >= cap:
-                wait = max(wait, min(window.values()) + WINDOW - now)
-            if wait <= 0:
-                window[token] = now + in_flight
-                state["next"] = now + spacing
-                wait = 0.0
-            state["window"] = window
-            return wait
+            conn.execute("DELETE FROM limit_window WHERE namespace = ? AND (until <= ? OR until > ?)",
+                         (self.namespace, now - WINDOW, now + in_flight))
+            wait = min(state["next"] - now, spacing)
+            # The window is full when it holds a cap-th message; then the oldest must leave it first.
+            full = conn.execute("SELECT until FROM limit_window WHERE namespace = ? ORDER BY until LIMIT 1"
+                                " OFFSET ?", (self.namespace, cap - 1)).fetchone()
+            if full:
+                oldest = conn.execute("SELECT min(until) FROM limit_window WHERE namespace = ?",
+                                      (self.namespace,)).fetchone()[0]
+                wait = max(wait, oldest + WINDOW - now)
+            if wait > 0:
+                return wait
+            conn.execute("INSERT INTO limit_window (namespace, token, until) VALUES (?, ?, ?)",
+                         (self.namespace, token, now + in_flight))
+            state["next"] = now + spacing
+            return 0.0
 
         return self._change(step)
 
     def finish(self, token: str) -> None:
-        def step(state: dict, now: float) -> None:
-            if token in state.get("window", {}):
-                state["window"][token] = now
+        def step(conn: sqlite3.Connection, _state: dict, now: float) -> None:
+            conn.execute("UPDATE limit_window SET until = ? WHERE namespace = ? AND token = ?",
+                         (now, self.namespace, token))
 
         self._change(step)
 
     def adjust(self, configured: float, good: int, throttle: bool) -> float | None:
-        def step(state: dict, now: float) -> float | None:
+        def step(_conn: sqlite3.Connection, state: dict, now: float) -> float | None:
+            aimd = state["aimd"]
             second = math.floor(now)
-            seen = {s: n for s, n in state.get("seen", {}).items() if second - OBSERVE < int(s) <= second}
+            seen = {s: n for s, n in aimd.get("seen", {}).items() if second - OBSERVE < int(s) <= second}
             if not configured and good:
                 seen[str(second)] = seen.get(str(second), 0) + good
-            state["seen"] = seen
-            current = self._throttle(state, now)
+            aimd["seen"] = seen
+            current = self._throttle(aimd, now)
             if current is None and not throttle:
                 return None
             if current is not None and not throttle and not good:
@@ -315,10 +335,10 @@ class FileState:
             else:
                 rate = lift(rate, ceiling, good)
                 if rate >= ceiling:
-                    state.pop("throttle", None)
+                    aimd.pop("throttle", None)
                     return None
             current.update(rate=rate, ceiling=ceiling, touched=now)
-            state["throttle"] = current
+            aimd["throttle"] = current
             return rate
 
         return self._change(step)
