@@ -21,7 +21,7 @@ limit waits its turn: it is paced, never failed.
 The pace follows the server's replies (AIMD, shared by every consumer the same way):
 
 - ``throttled()``: a throttling reply (421, 451 4.7.x, 454). The pace in use is halved, never below
-  one message a minute. Throttles within one second of the last halving are the same signal (the
+  one message a minute (a limit configured lower than that stays as it is). Throttles within one second of the last halving are the same signal (the
   replies to messages that were already on their way) and do not halve it again. When the
   configured limit is unlimited, the first throttle starts a limit at half the rate of good
   replies seen over the last ten seconds (at least one a second).
@@ -34,7 +34,8 @@ The pace follows the server's replies (AIMD, shared by every consumer the same w
   most once a second.
 - ``pace()``: the messages per second in use now (None when unlimited and not throttled).
 
-A throttle left behind by consumers that all stopped is forgotten after an hour.
+A throttle that sees neither a good reply nor another throttle for an hour (its consumers all
+stopped) is forgotten.
 """
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ if throttle then
     rate = ceiling
   end
   if now - halved >= {HOLD} then
-    rate = math.max(rate / 2, {FLOOR})
+    rate = math.max(rate / 2, math.min({FLOOR}, rate))
     halved = now
   end
 elseif rate and good == 0 then
@@ -150,7 +151,8 @@ return string.format('%.9f', rate)
 
 
 def halve(rate: float) -> float:
-    return max(rate / 2, FLOOR)
+    """Half the pace, but not below one a minute (nor above a limit set lower than that)."""
+    return max(rate / 2, min(FLOOR, rate))
 
 
 def lift(rate: float, ceiling: float, good: int) -> float:
@@ -410,8 +412,10 @@ class MailRateLimit:
         return self._throttled_rate or self.configured or None
 
     def _sync_if_due(self) -> None:
-        if time.monotonic() - self._synced < SYNC_EVERY:
-            return
+        with self._lock:  # one thread of the process hands over; the others go on
+            if time.monotonic() - self._synced < SYNC_EVERY:
+                return
+            self._synced = time.monotonic()
         try:
             self._sync()
         except Exception as exc:  # sending goes on with what this process last heard
