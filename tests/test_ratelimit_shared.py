@@ -125,6 +125,22 @@ def test_six_a_minute_hands_out_one_permit_every_ten_seconds_across_processes(sh
     assert others[1] - others[0] >= 9.9
 
 
+@pytest.mark.slow
+def test_a_consumer_at_six_a_minute_sends_one_message_every_ten_seconds(make_school, smtp_server, consumer):
+    # seed_demo(12) has one student per grade: grades 7 to 9 are three addresses.
+    school = make_school(students=12, smtp=smtp_server, MAIL_RATE_LIMIT="6/minute")
+    consumer(school, workers=2)
+    created = school.create_event({"roles": ["students"], "grades": [7, 8, 9], "classes": []})
+    received = smtp_server.wait_for_count(3, timeout=90)
+    job = school.wait_job_done(created["job_id"], timeout=30)
+    assert (job["status"], job["sent"]) == ("done", 3)
+    arrivals = sorted(m.at for m in received)
+    assert len({m.rcpt for m in received}) == 3
+    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+    print(f"\nRATE LIMIT 6/minute: arrivals {', '.join(f'{gap:.2f}' for gap in gaps)} s apart")
+    assert min(gaps) >= 9
+
+
 def test_a_sender_waiting_for_a_slow_slot_keeps_asking_whether_to_stop(shared):
     here, _run = shared("6/minute")
     here.acquire().done()  # the next slot is ten seconds away
