@@ -11,6 +11,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from limits import parse as parse_limit
 
 PRODUCTION_REQUIRED = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL")
+# TCP keepalives on PostgreSQL connections: a link that stops answering while a thread waits for a
+# reply is given up after about 10 + 5 × 3 = 25 s, and data the server never acknowledges after 25 s,
+# rather than after the kernel's default of two hours or more.
+POSTGRES_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+                       "tcp_user_timeout": 25_000}
 
 
 class ConfigError(RuntimeError):
@@ -54,6 +59,25 @@ def _rate_limit(raw: str) -> str:
             f"MAIL_RATE_LIMIT must look like '20/second' or '600/minute' (0 = unlimited), not {raw!r}"
         ) from None
     return raw
+
+
+def _engine_options(env, database_url: str) -> dict:
+    # A consumer's worker thread holds a connection for the batch it sends (see notify.delivery)
+    # and takes a second one now and then; SQLAlchemy's default of 15 in all left a consumer
+    # of 16 threads waiting 30 s for connections.
+    options = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 40}
+    connect_timeout = _int(env, "DATABASE_CONNECT_TIMEOUT", 10)
+    statement_timeout = _float(env, "DATABASE_STATEMENT_TIMEOUT", 60.0)
+    if connect_timeout < 2 or statement_timeout < 0:
+        raise ConfigError("DATABASE_CONNECT_TIMEOUT must be at least 2 (seconds) and DATABASE_STATEMENT_TIMEOUT "
+                          "at least 0 (0 = no limit)")
+    if database_url.startswith("postgresql"):
+        options["connect_args"] = {
+            "connect_timeout": connect_timeout,
+            "options": f"-c statement_timeout={round(statement_timeout * 1000)}",
+            **POSTGRES_KEEPALIVES,
+        }
+    return options
 
 
 def load(env=None) -> dict:
@@ -116,10 +140,7 @@ def load(env=None) -> dict:
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
         "RETENTION_DAYS": _int(env, "RETENTION_DAYS", 7),
         "EVENTS_PER_PAGE": 20,
-        # A consumer's worker thread holds a connection for the batch it sends (see notify.sender)
-        # and takes a second one now and then; SQLAlchemy's default of 15 in all left a consumer
-        # of 16 threads waiting 30 s for connections.
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 40},
+        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(env, database_url),
         "MAX_CONTENT_LENGTH": 256 * 1024,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

@@ -1,50 +1,89 @@
-"""One smooth sending limit for every consumer and worker thread.
+"""One smooth sending limit for every consumer and worker thread, which slows down when the mail
+server says it is sending too fast.
 
-``MAIL_RATE_LIMIT`` ("20/second", "600/minute"; "0" = unlimited) is kept in two ways at once:
+``MAIL_RATE_LIMIT`` ("20/second", "600/minute", "6/minute"; "0" = unlimited) is kept in two ways at
+once:
 
 - Pacing: messages leave one every period/amount seconds (GCRA with no burst), so "600/minute"
-  sends 10 a second, never 600 at once.
-- A hard cap on what the receiving server can see: no more than the per-second share in any
-  one-second window, counting the messages still in flight. Pacing alone holds only where the
-  slots are handed out; the few milliseconds a busy machine adds between a slot and the message
-  reaching the server would otherwise let a one-second window at the far end hold more. A message
-  is counted from the moment it may leave until its SMTP exchange is over, and the window a new
-  message waits for covers every message that could land in the same second as it.
+  sends 10 a second, never 600 at once, and "6/minute" one every 10 seconds.
+- A hard cap on what the receiving server can see: no more than the per-second share (at least
+  one) in any one-second window, counting the messages still in flight. Pacing alone holds only
+  where the slots are handed out; the few milliseconds a busy machine adds between a slot and the
+  message reaching the server would otherwise let a one-second window at the far end hold more. A
+  message is counted from the moment it may leave until its SMTP exchange is over, and the window
+  a new message waits for covers every message that could land in the same second as it.
 
-With ``REDIS_URL`` both live on Redis, on Redis's clock, shared by every process on every machine;
-otherwise they are shared by the threads of one process. A sender that reaches the limit waits
-its turn: it is paced, never failed.
+Where the state lives: with ``REDIS_URL`` on Redis, on Redis's clock, shared by every process on
+every machine; without it in ``DATA_DIR/ratelimit.db``, a small SQLite file every process on the
+machine shares (each change in one ``BEGIN IMMEDIATE`` transaction). A sender that reaches the
+limit waits its turn: it is paced, never failed.
+
+The pace follows the server's replies (AIMD, shared by every consumer the same way):
+
+- ``throttled()``: a throttling reply (421, 451 4.7.x, 454). The pace in use is halved, never below
+  one message a minute (a limit configured lower than that stays as it is). Throttles within one second of the last halving are the same signal (the
+  replies to messages that were already on their way) and do not halve it again. When the
+  configured limit is unlimited, the first throttle starts a limit at half the rate of good
+  replies seen over the last ten seconds (at least one a second).
+- ``accepted()``: a good reply. Each one raises the pace by ceiling / (60 s × pace), but never
+  more than doubles it: sending at the pace in use for a second adds ceiling/60 to it, so a halved
+  pace is back at the ceiling after about 30 s of good replies. The ceiling is the configured
+  ``MAIL_RATE_LIMIT``, or, when that is unlimited, the rate seen when the first throttle came;
+  once the pace reaches it the throttle is over (and an unlimited limit is unlimited again).
+  ``accepted()`` costs no round trip: each process adds its good replies up and hands them over at
+  most once a second.
+- ``pace()``: the messages per second in use now (None when unlimited and not throttled).
+
+A throttle that sees neither a good reply nor another throttle for an hour (its consumers all
+stopped) is forgotten.
 """
+from __future__ import annotations
+
+import json
 import logging
 import math
+import os
+import sqlite3
 import threading
 import time
 import uuid
+from pathlib import Path
 
 from limits import parse
 
 log = logging.getLogger(__name__)
 
 KEY = "mail"
-MAX_SLEEP = 0.25
+MAX_SLEEP = 0.25  # the longest a waiting sender goes without asking should_stop
 WINDOW = 1.0  # seconds
+FLOOR = 1 / 60  # messages per second: a throttle never slows below one a minute
+START_FLOOR = 1.0  # messages per second: the least an unlimited limit starts at when throttled
+RECOVERY = 60.0  # seconds of good replies at the pace in use that add the whole ceiling
+HOLD = WINDOW  # seconds after a halving in which another throttle is the same signal
+OBSERVE = 10  # seconds of good replies an unlimited limit measures its starting rate over
+SYNC_EVERY = 1.0  # seconds between a process's hand-overs of its good replies
+FORGET = 3600  # seconds a throttle nobody touches is kept
 
 # KEYS[1]: messages in flight (scored until when they may still be) or finished (scored when);
-# KEYS[2]: the earliest moment the next message may leave.
-# ARGV: spacing, cap per window, this message's token, how long it may stay in flight.
+# KEYS[2]: the earliest moment the next message may leave; KEYS[3]: the throttle, if any.
+# ARGV: the configured spacing (0 = unlimited), this message's token, how long it may stay in flight.
 # Returns "0" when the message may leave now (and counts it), else how many seconds to wait.
-ACQUIRE = """
+ACQUIRE = f"""
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local interval, cap, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
-local wait = tonumber(redis.call('GET', KEYS[2]) or 0) - now
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 1)
+local interval, ttl = tonumber(ARGV[1]), tonumber(ARGV[3])
+local rate = tonumber(redis.call('HGET', KEYS[3], 'rate'))
+if rate then interval = 1 / rate end
+if interval <= 0 then return '0' end
+local cap = math.max(1, math.floor({WINDOW} / interval + 1e-9))
+local wait = math.min(tonumber(redis.call('GET', KEYS[2]) or 0) - now, interval)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - {WINDOW})
 if redis.call('ZCARD', KEYS[1]) >= cap then
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  wait = math.max(wait, tonumber(oldest[2]) + 1 - now)
+  wait = math.max(wait, tonumber(oldest[2]) + {WINDOW} - now)
 end
 if wait > 0 then return string.format('%.6f', wait) end
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
 redis.call('EXPIRE', KEYS[1], math.ceil(ttl) + 2)
 redis.call('SET', KEYS[2], string.format('%.6f', now + interval), 'PX', math.ceil(interval * 1000) + 1000)
 return '0'
@@ -54,6 +93,75 @@ FINISH = """
 local clock = redis.call('TIME')
 redis.call('ZADD', KEYS[1], 'XX', tonumber(clock[1]) + tonumber(clock[2]) / 1000000, ARGV[1])
 """
+# KEYS[1]: the throttle (rate, ceiling, halved); KEYS[2]: good replies per second (unlimited only).
+# ARGV: the configured rate (0 = unlimited), good replies to add, "1" for a throttle.
+# Returns the pace in use while throttled, else "".
+ADJUST = f"""
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local second = math.floor(now)
+local configured, good, throttle = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
+if configured == 0 and good > 0 then
+  redis.call('HINCRBY', KEYS[2], second, good)
+  redis.call('EXPIRE', KEYS[2], {OBSERVE} * 2)
+  if redis.call('HLEN', KEYS[2]) > {OBSERVE} * 2 then
+    local fields = redis.call('HKEYS', KEYS[2])
+    for _, field in ipairs(fields) do
+      if tonumber(field) <= second - {OBSERVE} then redis.call('HDEL', KEYS[2], field) end
+    end
+  end
+end
+local state = redis.call('HMGET', KEYS[1], 'rate', 'ceiling', 'halved')
+local rate, ceiling, halved = tonumber(state[1]), tonumber(state[2]), tonumber(state[3]) or 0
+if configured > 0 then ceiling = configured end
+if throttle then
+  if not rate then
+    if configured == 0 then
+      local seen = 0
+      local counts = redis.call('HGETALL', KEYS[2])
+      for i = 1, #counts, 2 do
+        if tonumber(counts[i]) > second - {OBSERVE} then seen = seen + tonumber(counts[i + 1]) end
+      end
+      ceiling = math.max(seen / {OBSERVE}, 2 * {START_FLOOR})
+    end
+    rate = ceiling
+  end
+  if now - halved >= {HOLD} then
+    rate = math.max(rate / 2, math.min({FLOOR}, rate))
+    halved = now
+  end
+elseif rate and good == 0 then
+  return string.format('%.9f', rate)
+elseif rate then
+  for _ = 1, good do
+    rate = math.min(rate + math.min(ceiling / ({RECOVERY} * rate), rate), ceiling)
+    if rate >= ceiling then break end
+  end
+  if rate >= ceiling then
+    redis.call('DEL', KEYS[1])
+    return ''
+  end
+end
+if not rate then return '' end
+redis.call('HSET', KEYS[1], 'rate', string.format('%.9f', rate), 'ceiling', string.format('%.9f', ceiling),
+           'halved', string.format('%.6f', halved))
+redis.call('EXPIRE', KEYS[1], {FORGET})
+return string.format('%.9f', rate)
+"""
+
+
+def halve(rate: float) -> float:
+    """Half the pace, but not below one a minute (nor above a limit set lower than that)."""
+    return max(rate / 2, min(FLOOR, rate))
+
+
+def lift(rate: float, ceiling: float, good: int) -> float:
+    """The pace after ``good`` good replies (see the module docstring)."""
+    for _ in range(good):
+        rate = min(rate + min(ceiling / (RECOVERY * rate), rate), ceiling)
+        if rate >= ceiling:
+            break
+    return rate
 
 
 class Permit:
@@ -66,13 +174,13 @@ class Permit:
     def done(self) -> None:
         """Stop counting the message as in flight. Never raises: it runs once the SMTP exchange is
         over, and an error here would hide how it went, so a message the server took would be
-        thought unsent and sent again. A finish that cannot reach Redis only makes the message
-        count until its in-flight time runs out."""
+        thought unsent and sent again. A finish that cannot reach the shared state only makes the
+        message count until its in-flight time runs out."""
         token, self.token = self.token, None
         if token is None:
             return
         try:
-            self.limit._finish(token)
+            self.limit.backend.finish(token)
         except Exception as exc:
             log.warning("rate limit: could not record a finished message (%s)", exc)
 
@@ -83,71 +191,246 @@ class Permit:
         self.done()
 
 
+class RedisState:
+    """The limit's state on Redis, on Redis's clock."""
+
+    def __init__(self, url: str, namespace: str):
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
+        prefix = f"{namespace}:ratelimit:{KEY}"
+        self.window, self.next, self.throttle, self.seen = (
+            f"{prefix}:window", f"{prefix}:next", f"{prefix}:throttle", f"{prefix}:seen")
+        self._acquire = client.register_script(ACQUIRE)
+        self._finish = client.register_script(FINISH)
+        self._adjust = client.register_script(ADJUST)
+
+    def try_acquire(self, interval: float, token: str, in_flight: float) -> float:
+        return float(self._acquire(keys=[self.window, self.next, self.throttle],
+                                   args=[repr(interval), token, in_flight]))
+
+    def finish(self, token: str) -> None:
+        self._finish(keys=[self.window], args=[token])
+
+    def adjust(self, configured: float, good: int, throttle: bool) -> float | None:
+        rate = self._adjust(keys=[self.throttle, self.seen], args=[repr(configured), good, int(throttle)])
+        return float(rate) if rate else None
+
+
+class FileState:
+    """The same state in ``DATA_DIR/ratelimit.db``, shared by every process on the machine: each
+    change is one ``BEGIN IMMEDIATE`` transaction, so processes take turns. The messages in flight
+    are rows of their own (a window of a thousand costs no more than one of ten); the throttle is a
+    small JSON document beside the next slot. Times are the machine's wall clock; a value that only
+    a clock stepped back could have written is ignored rather than waited for."""
+
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS limit_state (namespace TEXT PRIMARY KEY, next REAL NOT NULL,"
+        " aimd TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS limit_window (namespace TEXT NOT NULL, token TEXT NOT NULL,"
+        " until REAL NOT NULL, PRIMARY KEY (namespace, token))",
+        "CREATE INDEX IF NOT EXISTS limit_window_until ON limit_window (namespace, until)",
+    )
+
+    def __init__(self, path: str, namespace: str):
+        self.path = path
+        self.namespace = namespace
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = None
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            conn = self._connection()
+            for statement in self.SCHEMA:
+                conn.execute(statement)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():  # a new one after a fork
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=OFF")  # the state is worth nothing after a power cut
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def _change(self, step):
+        """Run ``step(conn, state, now)`` in one transaction, ``state`` being the next slot and the
+        throttle (``{"next": …, "aimd": {…}}``), written back afterwards; its result."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT next, aimd FROM limit_state WHERE namespace = ?",
+                                   (self.namespace,)).fetchone()
+                state = {"next": row[0], "aimd": json.loads(row[1])} if row else {"next": 0.0, "aimd": {}}
+                result = step(conn, state, time.time())
+                conn.execute("INSERT INTO limit_state (namespace, next, aimd) VALUES (?, ?, ?) ON CONFLICT"
+                             " (namespace) DO UPDATE SET next = excluded.next, aimd = excluded.aimd",
+                             (self.namespace, state["next"], json.dumps(state["aimd"])))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return result
+
+    @staticmethod
+    def _throttle(aimd: dict, now: float) -> dict | None:
+        throttle = aimd.get("throttle")
+        if throttle and not now - FORGET < throttle["touched"] <= now + HOLD:
+            del aimd["throttle"]
+            return None
+        return throttle
+
+    def try_acquire(self, interval: float, token: str, in_flight: float) -> float:
+        def step(conn: sqlite3.Connection, state: dict, now: float) -> float:
+            throttle = self._throttle(state["aimd"], now)
+            spacing = 1 / throttle["rate"] if throttle else interval
+            if spacing <= 0:
+                return 0.0
+            cap = max(1, math.floor(WINDOW / spacing + 1e-9))
+            conn.execute("DELETE FROM limit_window WHERE namespace = ? AND (until <= ? OR until > ?)",
+                         (self.namespace, now - WINDOW, now + in_flight))
+            wait = min(state["next"] - now, spacing)
+            # The window is full when it holds a cap-th message; then the oldest must leave it first.
+            full = conn.execute("SELECT until FROM limit_window WHERE namespace = ? ORDER BY until LIMIT 1"
+                                " OFFSET ?", (self.namespace, cap - 1)).fetchone()
+            if full:
+                oldest = conn.execute("SELECT min(until) FROM limit_window WHERE namespace = ?",
+                                      (self.namespace,)).fetchone()[0]
+                wait = max(wait, oldest + WINDOW - now)
+            if wait > 0:
+                return wait
+            conn.execute("INSERT INTO limit_window (namespace, token, until) VALUES (?, ?, ?)",
+                         (self.namespace, token, now + in_flight))
+            state["next"] = now + spacing
+            return 0.0
+
+        return self._change(step)
+
+    def finish(self, token: str) -> None:
+        def step(conn: sqlite3.Connection, _state: dict, now: float) -> None:
+            conn.execute("UPDATE limit_window SET until = ? WHERE namespace = ? AND token = ?",
+                         (now, self.namespace, token))
+
+        self._change(step)
+
+    def adjust(self, configured: float, good: int, throttle: bool) -> float | None:
+        def step(_conn: sqlite3.Connection, state: dict, now: float) -> float | None:
+            aimd = state["aimd"]
+            second = math.floor(now)
+            seen = {s: n for s, n in aimd.get("seen", {}).items() if second - OBSERVE < int(s) <= second}
+            if not configured and good:
+                seen[str(second)] = seen.get(str(second), 0) + good
+            aimd["seen"] = seen
+            current = self._throttle(aimd, now)
+            if current is None and not throttle:
+                return None
+            if current is not None and not throttle and not good:
+                return current["rate"]
+            if current is None:
+                ceiling = configured or max(sum(seen.values()) / OBSERVE, 2 * START_FLOOR)
+                current = {"rate": ceiling, "ceiling": ceiling, "halved": 0.0}
+            ceiling = configured or current["ceiling"]
+            rate = current["rate"]
+            if throttle:
+                if not 0 <= now - current["halved"] < HOLD:
+                    rate, current["halved"] = halve(rate), now
+            else:
+                rate = lift(rate, ceiling, good)
+                if rate >= ceiling:
+                    aimd.pop("throttle", None)
+                    return None
+            current.update(rate=rate, ceiling=ceiling, touched=now)
+            aimd["throttle"] = current
+            return rate
+
+        return self._change(step)
+
+
 class MailRateLimit:
     def __init__(self, spec: str, redis_url: str | None = None, namespace: str = "school",
-                 in_flight: float = 30.0):
+                 in_flight: float = 30.0, data_dir: str | None = None):
         self.spec = spec
         self.interval = 0.0
-        self.cap = 0
         if spec and spec != "0":
             item = parse(spec)
             self.interval = item.get_expiry() / item.amount
-            self.cap = max(1, math.floor(WINDOW / self.interval + 1e-9))
         # A sender that dies mid-message stops counting after this long.
         self.in_flight = max(in_flight, WINDOW)
+        if redis_url:
+            self.backend = RedisState(redis_url, namespace)
+        else:
+            assert data_dir, "without Redis the limit lives in a file under DATA_DIR"
+            self.backend = FileState(os.path.join(data_dir, "ratelimit.db"), namespace)
         self._lock = threading.Lock()
-        self._next = 0.0  # when not on Redis: the next slot, on time.monotonic()
-        self._window: dict[str, float] = {}
-        self._redis = None
-        if redis_url and self.interval:
-            import redis
+        self._good = 0  # good replies not yet handed over
+        self._synced = -math.inf  # time.monotonic() of the last hand-over
+        self._throttled_rate: float | None = None  # as of the last hand-over
 
-            client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=10)
-            prefix = f"{namespace}:ratelimit:{KEY}"
-            self._keys = [f"{prefix}:window", f"{prefix}:next"]
-            self._redis = (client.register_script(ACQUIRE), client.register_script(FINISH))
+    @property
+    def configured(self) -> float:
+        """The configured messages per second (0 = unlimited)."""
+        return 1 / self.interval if self.interval else 0.0
 
     @property
     def unlimited(self) -> bool:
-        return not self.interval
-
-    def _try(self, token: str) -> float:
-        """Count the message and return 0 if it may leave now; else seconds to wait."""
-        if self._redis is not None:
-            acquire, _finish = self._redis
-            return float(acquire(keys=self._keys, args=[repr(self.interval), self.cap, token, self.in_flight]))
-        with self._lock:
-            now = time.monotonic()
-            for key in [k for k, score in self._window.items() if score <= now - WINDOW]:
-                del self._window[key]
-            wait = self._next - now
-            if len(self._window) >= self.cap:
-                wait = max(wait, min(self._window.values()) + WINDOW - now)
-            if wait > 0:
-                return wait
-            self._window[token] = now + self.in_flight
-            self._next = now + self.interval
-            return 0.0
-
-    def _finish(self, token: str) -> None:
-        if self._redis is not None:
-            _acquire, finish = self._redis
-            finish(keys=self._keys[:1], args=[token])
-            return
-        with self._lock:
-            if token in self._window:
-                self._window[token] = time.monotonic()
+        """Unlimited and, as far as this process last heard, not throttled either."""
+        return not self.interval and self._throttled_rate is None
 
     def acquire(self, should_stop=lambda: False) -> Permit | None:
-        """Wait until one more message may leave; None if ``should_stop`` says to give up."""
-        if self.unlimited:
-            return Permit(self, None)
+        """Wait until one more message may leave; None if ``should_stop`` says to give up.
+        ``should_stop`` is asked at least every ``MAX_SLEEP`` seconds while waiting."""
+        if not self.interval:
+            self._sync_if_due()  # an unlimited limit hears of a throttle within a second
+            if self._throttled_rate is None:
+                return Permit(self, None)
         token = uuid.uuid4().hex
-        while (wait := self._try(token)) > 0:
+        while (wait := self.backend.try_acquire(self.interval, token, self.in_flight)) > 0:
             if should_stop():
                 return None
             time.sleep(min(MAX_SLEEP, wait))
         return Permit(self, token)
+
+    def accepted(self) -> None:
+        """A good reply. Counted here and handed over at most once a second; never raises."""
+        with self._lock:
+            self._good += 1
+        self._sync_if_due()
+
+    def throttled(self) -> None:
+        """A throttling reply: halve the pace for every consumer. Never raises."""
+        try:
+            self._sync(throttle=True)
+        except Exception as exc:
+            log.warning("rate limit: could not record a throttle (%s)", exc)
+
+    def pace(self) -> float | None:
+        """Messages per second in use now; None when unlimited and not throttled."""
+        try:
+            self._sync()
+        except Exception as exc:  # what this process last heard
+            log.warning("rate limit: could not read the pace in use (%s)", exc)
+        return self._throttled_rate or self.configured or None
+
+    def _sync_if_due(self) -> None:
+        with self._lock:  # one thread of the process hands over; the others go on
+            if time.monotonic() - self._synced < SYNC_EVERY:
+                return
+            self._synced = time.monotonic()
+        try:
+            self._sync()
+        except Exception as exc:  # sending goes on with what this process last heard
+            log.warning("rate limit: could not share the good replies (%s)", exc)
+
+    def _sync(self, throttle: bool = False) -> None:
+        with self._lock:
+            good, self._good = self._good, 0
+            self._synced = time.monotonic()
+        try:
+            self._throttled_rate = self.backend.adjust(self.configured, good, throttle)
+        except Exception:
+            with self._lock:
+                self._good += good  # handed over next time
+            raise
 
 
 _limits: dict[tuple, MailRateLimit] = {}
@@ -155,7 +438,8 @@ _lock = threading.Lock()
 
 
 def for_config(config) -> MailRateLimit:
-    key = (config["MAIL_RATE_LIMIT"], config.get("REDIS_URL"), config["HUEY_NAME"], config["MAIL_TIMEOUT"])
+    key = (config["MAIL_RATE_LIMIT"], config.get("REDIS_URL"), config["HUEY_NAME"], config["MAIL_TIMEOUT"],
+           config["DATA_DIR"])
     with _lock:
         if key not in _limits:
             _limits[key] = MailRateLimit(*key)

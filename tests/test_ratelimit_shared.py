@@ -1,0 +1,151 @@
+"""The rate limit is one limit for every process, with Redis and without it (a file under DATA_DIR),
+and it follows the mail server: a throttling reply halves the pace every consumer uses, good replies
+bring it back, and even very low rates ("6/minute") pace one message at a time.
+
+The processes are real: consumers, or small Python processes holding a ``MailRateLimit`` of their own,
+as each consumer does."""
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from school.notify.ratelimit import FLOOR, MailRateLimit
+from tests.services import ROOT
+from tests.test_ratelimit import busiest_second
+
+# seed_demo(1200) puts 100 students in each grade; students from grade 7 up have an address.
+GRADE_SEVEN = {"roles": ["students"], "grades": [7], "classes": []}
+
+
+@pytest.mark.slow
+def test_two_consumers_without_redis_share_one_limit(make_school, smtp_server, consumer):
+    school = make_school(students=1200, smtp=smtp_server, MAIL_RATE_LIMIT="10/second", NOTIFY_BATCH_SIZE=10)
+    consumers = [consumer(school, workers=2), consumer(school, workers=2)]
+    created = school.create_event(GRADE_SEVEN, title="Swimming gala")
+    received = smtp_server.wait_for_count(100, timeout=90)
+    job = school.wait_job_done(created["job_id"], timeout=30)
+    assert (job["status"], job["sent"]) == ("done", 100)
+    assert len(received) == len({m.rcpt for m in received}) == 100
+    busiest = busiest_second([m.at for m in received])
+    print(f"\nRATE LIMIT without Redis: 2 consumers at 10/second, busiest second {busiest}, "
+          f"{len(received)} received in {max(m.at for m in received) - min(m.at for m in received):.1f} s")
+    assert busiest <= 11
+    for handle in consumers:  # both sent, so the limit was shared, not obeyed by a lone consumer
+        assert "send_batch" in handle.log(), f"consumer {handle.pid} sent nothing"
+
+
+# --- one limit object per process, as in each consumer ------------------------------------------
+
+PROCESS = """
+import json, sys, time
+from school.notify.ratelimit import MailRateLimit
+spec, redis_url, data_dir, action, count = sys.argv[1:]
+limit = MailRateLimit(spec, redis_url or None, "school", 30.0, data_dir or None)
+granted = []
+for _ in range(int(count)):
+    if action == "acquire":
+        limit.acquire().done()
+        granted.append(time.time())
+    else:
+        getattr(limit, action)()
+print(json.dumps({"pace": limit.pace(), "granted": granted}))
+"""
+
+
+@pytest.fixture(params=["file", "redis"])
+def shared(request, tmp_path):
+    """``shared(spec)``: (a limit in this process, a function running an action in a new process),
+    both on the same state: Redis, or DATA_DIR's file."""
+    redis_url = request.getfixturevalue("redis_server").url if request.param == "redis" else ""
+    data_dir = "" if redis_url else str(tmp_path)
+
+    def make(spec: str):
+        def in_process(action: str, count: int = 1) -> dict:
+            done = subprocess.run([sys.executable, "-c", PROCESS, spec, redis_url, data_dir, action, str(count)],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout)
+
+        return MailRateLimit(spec, redis_url or None, "school", 30.0, data_dir or None), in_process
+
+    return make
+
+
+@pytest.mark.slow
+def test_a_throttle_halves_the_pace_of_every_process_and_good_replies_restore_it(shared):
+    here, run = shared("10/second")
+    assert here.pace() == 10
+    assert run("throttled")["pace"] == 5
+    assert here.pace() == 5
+    # The other process paces at the halved rate: six messages take at least a second, not half.
+    granted = run("acquire", 6)["granted"]
+    assert granted[-1] - granted[0] >= 0.99
+    # Good replies lift it a little each, then all the way back to the limit, and no further.
+    assert 5 < run("accepted", 20)["pace"] < 6
+    assert 5 < here.pace() < 6
+    assert run("accepted", 2000)["pace"] == 10
+    assert here.pace() == 10
+
+
+@pytest.mark.slow
+def test_throttles_never_slow_below_one_a_minute(shared):
+    here, run = shared("10/minute")
+    for _ in range(5):  # 10 → 5 → 2.5 → 1.25 → 1 → 1 a minute
+        run("throttled")
+        time.sleep(1.1)  # past the hold, so each is a new signal
+    assert here.pace() == pytest.approx(FLOOR)
+    assert run("accepted", 1)["pace"] > FLOOR
+
+
+@pytest.mark.slow
+def test_an_unlimited_limit_starts_at_half_the_rate_seen_and_becomes_unlimited_again(shared):
+    here, run = shared("0")
+    assert here.pace() is None
+    run("accepted", 300)  # good replies within the last ten seconds: 30 a second
+    assert run("throttled")["pace"] == pytest.approx(15, rel=0.1)
+    assert here.pace() == pytest.approx(15, rel=0.1)
+    # An unlimited limit that was throttled paces every process until it has recovered.
+    permits = run("acquire", 4)["granted"]
+    assert permits[-1] - permits[0] >= 0.19
+    assert run("accepted", 5000)["pace"] is None
+    assert here.pace() is None
+
+
+# --- very low rates ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_six_a_minute_hands_out_one_permit_every_ten_seconds_across_processes(shared):
+    here, run = shared("6/minute")
+    here.acquire().done()
+    first = time.time()
+    others = sorted(run("acquire")["granted"] + run("acquire")["granted"])
+    assert others[0] - first >= 9.9
+    assert others[1] - others[0] >= 9.9
+
+
+@pytest.mark.slow
+def test_a_consumer_at_six_a_minute_sends_one_message_every_ten_seconds(make_school, smtp_server, consumer):
+    # seed_demo(12) has one student per grade: grades 7 to 9 are three addresses.
+    school = make_school(students=12, smtp=smtp_server, MAIL_RATE_LIMIT="6/minute")
+    consumer(school, workers=2)
+    created = school.create_event({"roles": ["students"], "grades": [7, 8, 9], "classes": []})
+    received = smtp_server.wait_for_count(3, timeout=90)
+    job = school.wait_job_done(created["job_id"], timeout=30)
+    assert (job["status"], job["sent"]) == ("done", 3)
+    arrivals = sorted(m.at for m in received)
+    assert len({m.rcpt for m in received}) == 3
+    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+    print(f"\nRATE LIMIT 6/minute: arrivals {', '.join(f'{gap:.2f}' for gap in gaps)} s apart")
+    assert min(gaps) >= 9
+
+
+def test_a_sender_waiting_for_a_slow_slot_keeps_asking_whether_to_stop(shared):
+    here, _run = shared("6/minute")
+    here.acquire().done()  # the next slot is ten seconds away
+    asked = []
+    started = time.monotonic()
+    assert here.acquire(should_stop=lambda: asked.append(time.monotonic()) or len(asked) >= 4) is None
+    # It gave up on the fourth question, long before the slot: it did not sleep through the wait.
+    assert time.monotonic() - started < 5
