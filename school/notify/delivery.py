@@ -296,6 +296,7 @@ class BatchRun:
                 ledger.record(recipient.id, RecipientStatus.FAILED if spent else RecipientStatus.PENDING,
                               following, reply=exc.reply, deferred=True)
             elif exc.kind == THROTTLED:
+                self.limit.throttled()  # every consumer slows down, then recovers while replies are good
                 self.throttles_in_a_row += 1
                 ledger.record(recipient.id, RecipientStatus.PENDING, following, reply=exc.reply)
             else:  # HELD or OUTAGE: the whole batch stops here, this recipient still to send
@@ -303,6 +304,7 @@ class BatchRun:
             return exc.kind
         finally:
             self.exchange_started = None
+        self.limit.accepted()
         ledger.record(recipient.id, RecipientStatus.SENT, following, sent_at=utcnow())
         self.throttles_in_a_row = 0
         self.sent_since_check += 1

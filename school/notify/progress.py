@@ -3,10 +3,12 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
+from flask import current_app
 from sqlalchemy import func, select
 
 from ..extensions import cache, db
 from ..timeutil import aware, utcnow
+from . import ratelimit
 from .models import JOB_ENDED, JobStatus, Notification, NotificationBatch, NotificationJob, RecipientStatus
 
 FAILED_SHOWN = 50
@@ -90,7 +92,8 @@ def progress(job: NotificationJob) -> Progress:
                     rate, eta, started, finished, round(elapsed, 1) if elapsed is not None else None,
                     job.fanout_done, reason=job.held_reason if held else None,
                     resumes_at=aware(job.held_until) if held else None,
-                    waiting_for=job.waiting_for, waiting_since=aware(job.waiting_since))
+                    waiting_for=job.waiting_for, waiting_since=aware(job.waiting_since),
+                    pace=ratelimit.for_config(current_app.config).pace() if running else None)
 
 
 def _rate(job_id: int, sent: int, elapsed: float | None) -> float:
