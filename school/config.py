@@ -113,6 +113,7 @@ def load(env=None) -> dict:
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
         "RETENTION_DAYS": _int(env, "RETENTION_DAYS", 7),
         "EVENTS_PER_PAGE": 20,
+        "READY_CACHE_SECONDS": 1.5,  # how long /health/ready reuses its checks' answer
         # A consumer's worker thread holds a connection for the batch it sends (see notify.sender)
         # and takes a second one now and then; SQLAlchemy's default of 15 in all left a consumer
         # of 16 threads waiting 30 s for connections.

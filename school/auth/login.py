@@ -2,11 +2,8 @@
 from flask import Flask, jsonify, make_response, redirect, request, url_for
 
 from ..extensions import db, login_manager
+from ..routing import wants_json
 from .models import User
-
-
-def wants_json() -> bool:
-    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
 
 
 @login_manager.user_loader
