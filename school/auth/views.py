@@ -1,8 +1,9 @@
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_required, logout_user
 
+from .login import start_session
 from .services import authenticate
 
 bp = Blueprint("auth", __name__)
@@ -33,7 +34,7 @@ def login():
         email = request.form.get("email", "").strip()
         user = authenticate(email, request.form.get("password", ""))
         if user is not None:
-            login_user(user, remember=bool(request.form.get("remember")))
+            start_session(user, remember=bool(request.form.get("remember")))
             return redirect(_safe_next(request.args.get("next")))
         return render_template("auth/login.html", error=WRONG, email=email), 401
     return render_template("auth/login.html", error=None, email=email)
