@@ -59,7 +59,7 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_security(app: Flask) -> None:
-    """Headers, login throttling (it wraps the login view, so after the blueprints) and operations' hooks."""
+    """Headers, the client's address behind proxies, login throttling and operations' hooks."""
     from . import ops, security
 
     security.init_app(app)

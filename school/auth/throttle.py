@@ -1,0 +1,126 @@
+"""Login throttling that can be neither raced nor turned into a lockout.
+
+Every attempt is counted before its password is checked, with one atomic step on the shared store
+(a Lua script on Redis, a lock in memory), so twenty wrong passwords sent at once still get only
+five answers. Attempts count per client address and per address and account, never per account
+alone: a stranger elsewhere who types someone's address five times wrong blocks only themselves.
+A browser someone has logged in from before carries a signed cookie naming that account; its
+attempts count on their own, so not even a stranger behind the same school address can lock its
+owner out. The windows move: a minute after the last attempts, the address may try again.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+
+from flask import Flask, current_app, request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+# The address limit is generous because a school's staff often share one public address, and
+# every attempt from a browser not yet known counts, the right password included.
+LOGIN_LIMITS = {"LOGIN_LIMIT_PER_ADDRESS": "30 per minute; 200 per hour",
+                "LOGIN_LIMIT_PER_ACCOUNT": "5 per minute; 30 per hour"}
+# The same words whether or not the account exists, so the answer tells nothing about it.
+THROTTLED = "Too many failed login attempts. Wait a few minutes and try again."
+RETRY_AFTER = 60
+DEVICE_COOKIE = "known_device"
+DEVICE_DAYS = 365
+
+log = logging.getLogger(__name__)
+
+
+class Throttled(Exception):
+    """This attempt is over a limit; its password was not checked."""
+
+
+def _account(email: str) -> str:
+    """The account an attempt is for, as a short digest: keys and cookies never hold the address."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+
+
+class LoginThrottle:
+    def __init__(self, app: Flask):
+        for name, default in LOGIN_LIMITS.items():
+            app.config.setdefault(name, default)
+        self.per_address = parse_many(app.config["LOGIN_LIMIT_PER_ADDRESS"])
+        self.per_account = parse_many(app.config["LOGIN_LIMIT_PER_ACCOUNT"])
+        redis_url = app.config.get("REDIS_URL")
+        # On Redis every web process counts together; the keys live under the queue's name.
+        storage = storage_from_string(redis_url, key_prefix=f"{app.config['HUEY_NAME']}:login",
+                                      socket_timeout=2, socket_connect_timeout=2) if redis_url else MemoryStorage()
+        self.shared = MovingWindowRateLimiter(storage)
+        self.fallback = MovingWindowRateLimiter(MemoryStorage())  # Redis down: count in this process
+        self.devices = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt="known-device")
+
+    def _hit(self, item: RateLimitItem, *key: str) -> bool:
+        try:
+            return self.shared.hit(item, *key)
+        except Exception as exc:  # the shared store is down: still throttle, per process
+            log.warning("login throttle: shared store unavailable (%s); counting in this process",
+                        type(exc).__name__)
+            return self.fallback.hit(item, *key)
+
+    def _clear(self, items: list[RateLimitItem], *key: str) -> None:
+        for item in items:
+            for limiter in (self.shared, self.fallback):
+                try:
+                    limiter.clear(item, *key)
+                except Exception:  # nosec B112  # nothing to clear on a store that is down
+                    continue
+
+    def _known_device(self, account: str) -> str | None:
+        """The device id of this browser's cookie, when it names this account."""
+        try:
+            data = self.devices.loads(request.cookies.get(DEVICE_COOKIE, ""), max_age=DEVICE_DAYS * 86400)
+        except BadSignature:
+            return None
+        if isinstance(data, dict) and data.get("account") == account and isinstance(data.get("device"), str):
+            return data["device"]
+        return None
+
+    def count(self, email: str) -> Attempt:
+        """Count an attempt to log in as ``email``; raise ``Throttled`` when it is over a limit."""
+        account = _account(email)
+        device = self._known_device(account)
+        if device:
+            buckets = [(self.per_account, ("device", device, account))]
+        else:
+            address = request.remote_addr or "unknown"
+            buckets = [(self.per_account, ("account", address, account)), (self.per_address, ("address", address))]
+        for items, key in buckets:
+            for item in items:
+                if not self._hit(item, *key):
+                    raise Throttled
+        return Attempt(self, account, device, buckets[0])
+
+
+class Attempt:
+    """One counted attempt; once its password proved right, the account's count starts over."""
+
+    def __init__(self, throttle: LoginThrottle, account: str, device: str | None, account_bucket):
+        self.throttle, self.account, self.device = throttle, account, device
+        self.account_bucket = account_bucket
+
+    def succeeded(self, response) -> None:
+        """Forget this address's (or device's) failures for the account, and mark the browser as
+        known for it."""
+        items, key = self.account_bucket
+        self.throttle._clear(items, *key)
+        cookie = self.throttle.devices.dumps({"account": self.account,
+                                              "device": self.device or secrets.token_urlsafe(16)})
+        response.set_cookie(DEVICE_COOKIE, cookie, max_age=DEVICE_DAYS * 86400, path="/login", httponly=True,
+                            samesite="Lax", secure=current_app.config.get("SESSION_COOKIE_SECURE", False))
+
+
+def init_app(app: Flask) -> LoginThrottle:
+    throttle = LoginThrottle(app)
+    app.extensions["school_login_throttle"] = throttle
+    return throttle
+
+
+def count_attempt(email: str) -> Attempt:
+    return current_app.extensions["school_login_throttle"].count(email)
