@@ -115,6 +115,7 @@ def call(app, world, caller: str, endpoint: str, method: str, url: str):
         user = world["users"][caller]
         assert client.post("/login", data={"email": user.email, "password": user.password,
                                            "csrf_token": token}).status_code == 302
+        token = csrf_token(client.get("/events/new").data)  # a login starts a new session, with a new token
     elif caller.endswith("token"):
         headers["Authorization"] = f"Bearer {world['tokens'][caller]}"
     if method == "GET":

@@ -2,11 +2,12 @@
 
 Every attempt is counted before its password is checked, with one atomic step on the shared store
 (a Lua script on Redis, a lock in memory), so twenty wrong passwords sent at once still get only
-five answers. Attempts count per client address and per address and account, never per account
-alone: a stranger elsewhere who types someone's address five times wrong blocks only themselves.
-A browser someone has logged in from before carries a signed cookie naming that account; its
-attempts count on their own, so not even a stranger behind the same school address can lock its
-owner out. The windows move: a minute after the last attempts, the address may try again.
+five answers; an attempt whose password proves right is then given back to its address, and wipes
+its account's count. Attempts count per client address and per address and account, never per
+account alone: a stranger elsewhere who types someone's address five times wrong blocks only
+themselves. A browser someone has logged in from before carries a signed cookie naming that
+account; its attempts count on their own, so not even a stranger behind the same school address
+can lock its owner out. Each count lasts its window (a minute, an hour) from its first attempt.
 """
 from __future__ import annotations
 
@@ -18,10 +19,9 @@ from flask import Flask, current_app, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, storage_from_string
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import FixedWindowRateLimiter
 
-# The address limit is generous because a school's staff often share one public address, and
-# every attempt from a browser not yet known counts, the right password included.
+# The address limit is generous because a school's staff often share one public address.
 LOGIN_LIMITS = {"LOGIN_LIMIT_PER_ADDRESS": "30 per minute; 200 per hour",
                 "LOGIN_LIMIT_PER_ACCOUNT": "5 per minute; 30 per hour"}
 # The same words whether or not the account exists, so the answer tells nothing about it.
@@ -52,8 +52,9 @@ class LoginThrottle:
         # On Redis every web process counts together; the keys live under the queue's name.
         storage = storage_from_string(redis_url, key_prefix=f"{app.config['HUEY_NAME']}:login",
                                       socket_timeout=2, socket_connect_timeout=2) if redis_url else MemoryStorage()
-        self.shared = MovingWindowRateLimiter(storage)
-        self.fallback = MovingWindowRateLimiter(MemoryStorage())  # Redis down: count in this process
+        # Fixed windows: their counter is one atomic INCR, which can also give an attempt back.
+        self.shared = FixedWindowRateLimiter(storage)
+        self.fallback = FixedWindowRateLimiter(MemoryStorage())  # Redis down: count in this process
         self.devices = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt="known-device")
 
     def _hit(self, item: RateLimitItem, *key: str) -> bool:
@@ -71,6 +72,13 @@ class LoginThrottle:
                     limiter.clear(item, *key)
                 except Exception:  # nosec B112  # nothing to clear on a store that is down
                     continue
+
+    def _give_back(self, items: list[RateLimitItem], *key: str) -> None:
+        for item in items:
+            try:
+                self.shared.storage.incr(item.key_for(*key), item.get_expiry(), amount=-1)
+            except Exception:
+                self.fallback.storage.incr(item.key_for(*key), item.get_expiry(), amount=-1)
 
     def _known_device(self, account: str) -> str | None:
         """The device id of this browser's cookie, when it names this account."""
@@ -95,21 +103,23 @@ class LoginThrottle:
             for item in items:
                 if not self._hit(item, *key):
                     raise Throttled
-        return Attempt(self, account, device, buckets[0])
+        return Attempt(self, account, device, buckets)
 
 
 class Attempt:
-    """One counted attempt; once its password proved right, the account's count starts over."""
+    """One counted attempt; once its password proved right, it stops counting."""
 
-    def __init__(self, throttle: LoginThrottle, account: str, device: str | None, account_bucket):
+    def __init__(self, throttle: LoginThrottle, account: str, device: str | None, buckets):
         self.throttle, self.account, self.device = throttle, account, device
-        self.account_bucket = account_bucket
+        self.buckets = buckets
 
     def succeeded(self, response) -> None:
-        """Forget this address's (or device's) failures for the account, and mark the browser as
-        known for it."""
-        items, key = self.account_bucket
+        """Give the attempt back to its address, forget this address's (or browser's) failures for
+        the account, and mark the browser as known for it."""
+        (items, key), *address = self.buckets
         self.throttle._clear(items, *key)
+        for items, key in address:
+            self.throttle._give_back(items, *key)
         cookie = self.throttle.devices.dumps({"account": self.account,
                                               "device": self.device or secrets.token_urlsafe(16)})
         response.set_cookie(DEVICE_COOKIE, cookie, max_age=DEVICE_DAYS * 86400, path="/login", httponly=True,
