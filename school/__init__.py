@@ -61,8 +61,10 @@ def register_blueprints(app: Flask) -> None:
 def register_security(app: Flask) -> None:
     """Headers, the client's address behind proxies, login throttling and operations' hooks."""
     from . import ops, security
+    from .auth import throttle
 
     security.init_app(app)
+    throttle.init_app(app)
     ops.init_app(app)
 
 

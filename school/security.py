@@ -1,4 +1,4 @@
-"""Security headers on every response, the client's address behind proxies, and login throttling.
+"""Security headers on every response, and the client's address behind reverse proxies.
 
 The Content-Security-Policy lets a page run only the app's own script files (htmx, served from
 /static): an injected ``<script>`` or ``onerror=`` attribute does not run even if some template
@@ -7,8 +7,6 @@ attribute and htmx adds its indicator rules; CSS cannot run script.
 """
 from flask import Flask, current_app
 from werkzeug.middleware.proxy_fix import ProxyFix
-
-from .auth import throttle
 
 CSP = "; ".join((
     "default-src 'self'",
@@ -48,5 +46,3 @@ def init_app(app: Flask) -> None:
         # Behind a reverse proxy the client's address and scheme come from its X-Forwarded-*
         # headers; without this every login attempt would count against the proxy's address.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-
-    throttle.init_app(app)  # counted per address: after ProxyFix has found the client's
