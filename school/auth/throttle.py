@@ -54,7 +54,8 @@ class LoginThrottle:
                                       socket_timeout=2, socket_connect_timeout=2) if redis_url else MemoryStorage()
         # Fixed windows: their counter is one atomic INCR, which can also give an attempt back.
         self.shared = FixedWindowRateLimiter(storage)
-        self.fallback = FixedWindowRateLimiter(MemoryStorage())  # Redis down: count in this process
+        # Redis down: count in this process rather than not at all.
+        self.fallback = FixedWindowRateLimiter(MemoryStorage()) if redis_url else self.shared
         self.devices = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt="known-device")
 
     def _hit(self, item: RateLimitItem, *key: str) -> bool:
@@ -67,7 +68,7 @@ class LoginThrottle:
 
     def _clear(self, items: list[RateLimitItem], *key: str) -> None:
         for item in items:
-            for limiter in (self.shared, self.fallback):
+            for limiter in {self.shared, self.fallback}:
                 try:
                     limiter.clear(item, *key)
                 except Exception:  # nosec B112  # nothing to clear on a store that is down
