@@ -1,5 +1,5 @@
 # The two commands: `make run` (the app with a demo school, a consumer and a local mailbox) and
-# `make test` (the whole suite against real Redis, PostgreSQL, SMTP and Chromium).
+# `make test` (bandit over school/, then the whole suite against real Redis, PostgreSQL, SMTP and Chromium).
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := run
@@ -21,6 +21,7 @@ test: setup-test
 	@TEST_DATABASE_URL="$${TEST_DATABASE_URL:-$$(scripts/test-database-url)}"; \
 	export TEST_DATABASE_URL; \
 	echo "PostgreSQL tests use the server at $${TEST_DATABASE_URL##*@}"; \
+	$(BIN)/bandit -r school --quiet; \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup-test

@@ -1,4 +1,6 @@
 """The school notification app: ``create_app`` builds it, nothing else happens on import."""
+from pathlib import Path
+
 from flask import Flask
 
 from . import config as config_module
@@ -11,6 +13,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(config_module.load())
     if test_config:
         app.config.from_mapping(test_config)
+    if not app.config.get("SECRET_KEY"):  # development or test (config refuses anything else)
+        app.config["SECRET_KEY"] = config_module.development_secret(Path(app.config["DATA_DIR"]))
     register_extensions(app)
     register_blueprints(app)
     register_security(app)
@@ -23,8 +27,6 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def register_extensions(app: Flask) -> None:
-    from pathlib import Path
-
     Path(app.config["DATA_DIR"]).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
     database.init_app(app)
@@ -57,11 +59,13 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_security(app: Flask) -> None:
-    """Headers, login throttling (it wraps the login view, so after the blueprints) and operations' hooks."""
+    """Headers, the client's address behind proxies, login throttling and operations' hooks."""
     from . import security
+    from .auth import throttle
     from .counters import record
 
     security.init_app(app)
+    throttle.init_app(app)
     record.init_app(app)
 
 

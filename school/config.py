@@ -5,11 +5,16 @@ With nothing set the app runs embedded: SQLite for the data and for the Huey que
 ``REDIS_URL`` move it onto PostgreSQL and Redis.
 """
 import os
+import secrets
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from limits import parse as parse_limit
 
+APP_ENVS = ("development", "test", "production")
+# Only these may sign sessions with a key of the app's own making (kept in DATA_DIR, see
+# development_secret): anything else, a mistyped APP_ENV included, must bring its SECRET_KEY.
+KEYLESS_ENVS = ("development", "test")
 PRODUCTION_REQUIRED = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL")
 # TCP keepalives on PostgreSQL connections: a link that stops answering while a thread waits for a
 # reply is given up after about 10 + 5 × 3 = 25 s, and data the server never acknowledges after 25 s,
@@ -80,15 +85,50 @@ def _engine_options(env, database_url: str) -> dict:
     return options
 
 
+def _check_environment(env, app_env: str) -> None:
+    """Refuse an unknown APP_ENV, and any but development or test without SECRET_KEY, saying
+    everything that must change at once."""
+    problems = []
+    if app_env == "production":
+        missing = [name for name in PRODUCTION_REQUIRED if not env.get(name)]
+        if missing:
+            problems.append("APP_ENV=production needs these variables, which are not set: " + ", ".join(missing))
+    elif app_env not in KEYLESS_ENVS and not env.get("SECRET_KEY"):
+        problems.append(f"SECRET_KEY is not set; it is required unless APP_ENV is {' or '.join(KEYLESS_ENVS)}")
+    if app_env not in APP_ENVS:
+        problems.append(f"APP_ENV must be one of {', '.join(APP_ENVS)}, not {app_env!r}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def development_secret(data_dir: Path) -> str:
+    """The key development and test sign sessions with when SECRET_KEY is unset: random, made once
+    per DATA_DIR (``secret-key``, readable by its owner only) and shared by the processes using it,
+    so no two installations, and no forgotten APP_ENV, share a key anyone could read in the code."""
+    path = data_dir / "secret-key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    draft = data_dir / f".secret-key-{secrets.token_hex(8)}"
+    draft.write_text(secrets.token_hex(32))
+    draft.chmod(0o600)
+    try:
+        os.link(draft, path)  # fails if another process made it first: then theirs is the key
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
+    return path.read_text().strip()
+
+
 def load(env=None) -> dict:
     """Build the app's settings from ``env`` (``os.environ`` by default)."""
     env = os.environ if env is None else env
-    app_env = env.get("APP_ENV", "development").strip().lower() or "development"
+    app_env = (env.get("APP_ENV") or "development").strip().lower() or "development"
     production = app_env == "production"
-    if production:
-        missing = [name for name in PRODUCTION_REQUIRED if not env.get(name)]
-        if missing:
-            raise ConfigError("APP_ENV=production needs these variables, which are not set: " + ", ".join(missing))
+    _check_environment(env, app_env)
 
     data_dir = Path(env.get("DATA_DIR") or "instance").resolve()
     redis_url = env.get("REDIS_URL") or None
@@ -111,7 +151,7 @@ def load(env=None) -> dict:
     config = {
         "APP_ENV": app_env,
         "DATA_DIR": str(data_dir),
-        "SECRET_KEY": env.get("SECRET_KEY") or "dev-only-not-secret",
+        "SECRET_KEY": env.get("SECRET_KEY") or None,  # None: create_app uses development_secret
         "SQLALCHEMY_DATABASE_URI": database_url,
         "REDIS_URL": redis_url,
         "HUEY_NAME": env.get("HUEY_NAME", "school"),
@@ -140,6 +180,7 @@ def load(env=None) -> dict:
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
         "RETENTION_DAYS": _int(env, "RETENTION_DAYS", 7),
         "EVENTS_PER_PAGE": 20,
+        "READY_CACHE_SECONDS": 1.5,  # how long /health/ready reuses its checks' answer
         "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(env, database_url),
         "MAX_CONTENT_LENGTH": 256 * 1024,
         "SESSION_COOKIE_HTTPONLY": True,

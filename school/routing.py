@@ -1,4 +1,5 @@
-"""URL converters shared by every blueprint."""
+"""URL converters and request helpers shared by every blueprint."""
+from flask import request
 from werkzeug.routing import IntegerConverter
 
 # Ids are INTEGER columns; PostgreSQL's is 32-bit and SQLite's driver refuses past 64 bits.
@@ -18,6 +19,9 @@ MAX_PAGE = 1_000_000  # far past any real list; keeps OFFSET inside what the dat
 
 def page_arg(name: str = "page") -> int:
     """The ``?page=`` a list view was asked for, 1 when missing or not a number, never out of range."""
-    from flask import request
-
     return min(max(request.args.get(name, 1, type=int), 1), MAX_PAGE)
+
+
+def wants_json() -> bool:
+    """Whether the caller reads JSON: the API, the health endpoints, or anyone who asks for it."""
+    return request.path.startswith(("/api/", "/health")) or request.accept_mimetypes.best == "application/json"

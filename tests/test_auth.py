@@ -275,3 +275,91 @@ def test_impossible_job_number_in_the_api_is_a_json_404(runner, client, staff_us
     response = client.get(f"/api/jobs/{HUGE}", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 404
     assert "error" in response.json
+
+
+# --- sessions end when they should ----------------------------------------------------------------
+
+def test_logging_in_starts_a_fresh_session(auth, client, staff_user):
+    """Nothing set before the login survives it (a session planted in the browser beforehand is
+    not the one that gets logged in), and the session's id and CSRF token are new."""
+    auth.csrf("/login")
+    with client.session_transaction() as before:
+        before["planted"] = "by someone else"
+        before_values = dict(before)
+    auth.login_as(staff_user)
+    with client.session_transaction() as after:
+        assert "planted" not in after
+        assert after["sid"] and after["sid"] != before_values.get("sid")
+        assert after.get("csrf_token") != before_values["csrf_token"]
+    assert client.get("/").status_code == 200
+
+    other = AuthActions(client.application.test_client())
+    other.login_as(staff_user)
+    with client.session_transaction() as first, other.client.session_transaction() as second:
+        assert first["sid"] != second["sid"]
+
+
+def remembered_only(app, browser) -> "object":
+    """A new browser holding only ``browser``'s remember-me cookie (its session cookie expired)."""
+    remembered = app.test_client()
+    remembered.set_cookie("remember_token", browser.client.get_cookie("remember_token").value)
+    return remembered
+
+
+@pytest.fixture
+def staff_everywhere(app, staff_user):
+    """The staff user logged in on two browsers, one of them with "remember me", and a third
+    browser that has only that remember-me cookie."""
+    office, laptop = AuthActions(app.test_client()), AuthActions(app.test_client())
+    office.login_as(staff_user)
+    assert laptop.post("/login", {"email": staff_user.email, "password": staff_user.password,
+                                  "remember": "1"}).status_code == 302
+    phone = remembered_only(app, laptop)
+    for browser in (office.client, laptop.client, phone):
+        assert browser.get("/").status_code == 200
+    return office.client, laptop.client, phone
+
+
+def test_a_new_password_ends_every_session_and_remember_me_cookie(app, runner, staff_user, staff_everywhere):
+    result = runner.invoke(args=["create-user", staff_user.email, "--password", "a-new-password-2",
+                                 "--role", "staff"])
+    assert result.exit_code == 0, result.output
+    for browser in staff_everywhere:
+        assert browser.get("/").status_code == 302
+    assert AuthActions(app.test_client()).login(staff_user.email, "a-new-password-2").status_code == 302
+
+
+def test_the_same_password_again_keeps_the_sessions(app, runner, staff_user, staff_everywhere):
+    runner.invoke(args=["create-user", staff_user.email, "--password", staff_user.password, "--role", "staff"])
+    assert [browser.get("/").status_code for browser in staff_everywhere] == [200, 200, 200]
+
+
+def test_deactivating_ends_sessions_for_good(app, staff_user, admin_user, session_as, staff_everywhere):
+    admin = session_as(admin_user)
+    with app.app_context():
+        staff_id = user_row(staff_user).id
+    assert admin.post(f"/admin/users/{staff_id}", {"active": "0"}).status_code == 302
+    assert admin.post(f"/admin/users/{staff_id}", {"active": "1"}).status_code == 302
+    for browser in staff_everywhere:
+        assert browser.get("/").status_code == 302, "a session from before the deactivation came back"
+    assert session_as(staff_user).client.get("/").status_code == 200  # a new login works
+
+
+def test_a_deactivated_account_costs_a_full_password_check_like_a_wrong_password(app, staff_user, monkeypatch):
+    """Refusing a deactivated account must not be quicker than refusing a wrong password, or the
+    time of the answer would tell which accounts exist but are switched off."""
+    import school.auth.models as models
+    from school.auth.services import authenticate
+
+    checked = []
+    real_check = models.check_password_hash
+    monkeypatch.setattr(models, "check_password_hash", lambda stored, given: checked.append(
+        stored.split("$", 1)[0]) or real_check(stored, given))
+    with app.app_context():
+        user_row(staff_user).active = False
+        db.session.commit()
+        for email, password in ((staff_user.email, staff_user.password), (staff_user.email, "wrong-password"),
+                                ("nobody@school.example.org", staff_user.password)):
+            checked.clear()
+            assert authenticate(email, password) is None
+            assert checked == ["scrypt:32768:8:1"], (email, password, checked)

@@ -164,3 +164,49 @@ def test_sqlite_shares_the_database_in_wal_mode_with_a_busy_timeout(app):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+# --- which environments may run without a SECRET_KEY ---------------------------------------------
+
+def _flask_routes(tmp_path, **env):
+    """``flask --app app routes`` in a process of its own, with only these settings."""
+    clean = {k: v for k, v in os.environ.items() if k not in SETTINGS and not k.startswith("FLASK_")}
+    flask = Path(sys.executable).parent / "flask"
+    return subprocess.run([str(flask), "--app", "app", "routes"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env=clean | {"DATA_DIR": str(tmp_path), **env})
+
+
+def test_an_unknown_app_env_without_a_secret_key_refuses_to_start_naming_both(tmp_path):
+    refused = _flask_routes(tmp_path, APP_ENV="staging")
+    assert refused.returncode != 0
+    assert "SECRET_KEY" in refused.stderr
+    assert "APP_ENV must be one of development, test, production, not 'staging'" in refused.stderr
+    assert "/health/ready" not in refused.stdout
+
+
+@pytest.mark.parametrize("value", ["staging", "prod", "Production-1", "dev"])
+def test_only_known_app_envs_are_accepted_naming_the_allowed_ones(value):
+    with pytest.raises(config.ConfigError, match="APP_ENV must be one of development, test, production"):
+        config.load({"APP_ENV": value, "SECRET_KEY": "s3cret"})
+
+
+@pytest.mark.parametrize("value", ["development", "test", "TEST", ""])
+def test_development_and_test_run_without_a_secret_key_on_a_key_of_their_own(value, tmp_path):
+    started = _flask_routes(tmp_path, APP_ENV=value)
+    assert started.returncode == 0, started.stderr
+    assert "/health/ready" in started.stdout
+    key = (tmp_path / "secret-key").read_text()
+    assert len(key) == 64 and (tmp_path / "secret-key").stat().st_mode & 0o077 == 0
+    assert _flask_routes(tmp_path, APP_ENV=value).returncode == 0
+    assert (tmp_path / "secret-key").read_text() == key, "every process of one DATA_DIR signs with one key"
+
+
+def test_processes_of_one_data_dir_share_the_generated_key(bare_environment, built, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("shared")
+    first, second = (create_app(config.load({"DATA_DIR": str(data_dir)})) for _ in range(2))
+    built(first)
+    built(second)
+    assert first.config["SECRET_KEY"] == second.config["SECRET_KEY"] != "dev-only-not-secret"
+    other = create_app(config.load({"DATA_DIR": str(tmp_path_factory.mktemp("other"))}))
+    built(other)
+    assert other.config["SECRET_KEY"] != first.config["SECRET_KEY"]

@@ -1,15 +1,19 @@
 """Random bodies thrown at event creation (the JSON API and the form), on SQLite and PostgreSQL.
 
 Whatever arrives, the answer is never a 500: a valid event is created (its event and job written),
-and anything else is refused with a 4xx that says why, with nothing written.
+and anything else is refused with a 4xx that says why, with nothing written. That includes JSON
+nested deeper than the parser goes, dates outside the school's horizon, and local times that
+daylight saving time skips (refused) or repeats (the first one taken, with a note).
 """
 import json
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from school.events.services import latest_date
 from tests.support.pages import csrf_token
 
 pytestmark = pytest.mark.slow
@@ -35,6 +39,8 @@ moments = st.one_of(
               st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59)), offsets),
     st.sampled_from(["2031-03-12T18:00:00Z", "2031-03-12T20:00", "2031-02-30T10:00", "tomorrow", "", "T", "Z"]),
 )
+# Valid events start from 2000 to ten years ahead; leave room for their length before the horizon.
+LATEST_START = latest_date(datetime.now()) - timedelta(days=4)
 GRADES = list(range(1, 13))  # the seeded school has one class per grade: 1A … 12A
 CLASSES = [f"{grade}A" for grade in GRADES]
 ROLES = ["guardians", "students", "teachers"]
@@ -45,7 +51,7 @@ def valid_events(draw) -> dict:
     """An event the app must accept: sensible text, a start before its end, a real audience."""
     plain = st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=60)
     lines = st.text(st.characters(exclude_categories=("Cc", "Cs"), include_characters="\r\n\t"), max_size=200)
-    start = draw(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)))
+    start = draw(st.datetimes(min_value=datetime(2000, 1, 2), max_value=LATEST_START))
     end = start + timedelta(minutes=draw(st.integers(0, 4000)))
     return {
         "title": draw(plain.filter(str.strip)),
@@ -158,3 +164,105 @@ def test_random_forms_never_fail_and_write_only_valid_events(school):
     throw()
     assert sum(seen.values()) >= EXAMPLES
     assert seen["created"] and seen["refused"], seen
+
+
+# --- what a parser's depth and the calendar make of input --------------------------------------
+
+DEPTHS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+openers = st.sampled_from([b"[", b'{"a":', b'{"audience":', b"[1,"])
+
+
+@st.composite
+def nested_bodies(draw) -> bytes:
+    """JSON nested 0 to 120,000 deep, closed or not, past or within the body size limit."""
+    opener, depth = draw(openers), draw(st.integers(0, 120_000))
+    closer = b"]" if opener.startswith(b"[") else b"}"
+    return opener * depth + b"1" + (closer * depth if draw(st.booleans()) else b"")
+
+
+def test_json_nested_to_any_depth_is_never_a_500(make_school):
+    school = make_school()
+    client = school.app.test_client()
+    headers = {"Authorization": f"Bearer {school.token}", "Content-Type": "application/json"}
+
+    @DEPTHS
+    @given(body=nested_bodies())
+    def throw(body: bytes):
+        response = client.post("/api/events", data=body, headers=headers)
+        assert response.status_code in (400, 413, 422), (len(body), response.status_code)
+        assert "error" in response.json
+
+    throw()
+    assert rows(school) == (0, 0)
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+# The nights Berlin's clocks change (last Sunday of March and of October), 2000 to 2036.
+CHANGES = [datetime(year, month, 31) - timedelta(days=(datetime(year, month, 31).weekday() + 1) % 7)
+           for year in range(2000, 2037) for month in (3, 10)]
+near_changes = st.builds(lambda day, minutes: day + timedelta(minutes=minutes),
+                         st.sampled_from(CHANGES), st.integers(0, 4 * 60))
+local_times = st.one_of(near_changes, st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)))
+
+
+def expected_reading(naive: datetime) -> tuple[str, datetime | None]:
+    """What the school should make of a local time: "gap", "twice" (the first one taken),
+    "range" (outside 2000 .. ten years ahead) or "ok"; and the moment in UTC."""
+    first, second = naive.replace(tzinfo=BERLIN, fold=0), naive.replace(tzinfo=BERLIN, fold=1)
+    try:
+        moment = first.astimezone(timezone.utc)
+    except OverflowError:
+        return "range", None
+    if first.utcoffset() != second.utcoffset():
+        if moment.astimezone(BERLIN).replace(tzinfo=None) != naive:
+            return "gap", None
+        kind = "twice"
+    else:
+        kind = "ok"
+    now = datetime.now(timezone.utc)
+    if not datetime(2000, 1, 1, tzinfo=timezone.utc) <= moment <= latest_date(now):
+        return "range", None
+    return kind, moment
+
+
+def test_local_times_across_daylight_saving_changes_are_read_as_a_person_would(make_school):
+    school = make_school(students=24, SCHOOL_TIMEZONE="Europe/Berlin")
+    client = school.app.test_client()
+    headers = {"Authorization": f"Bearer {school.token}"}
+    seen = set()
+
+    @DEPTHS
+    @given(start=local_times, length=st.integers(0, 180))
+    def throw(start: datetime, length: int):
+        end = start + timedelta(minutes=length)
+        body = {"title": "Open day", "audience": {"roles": ["teachers"]},
+                "starts_at": start.isoformat(timespec="minutes"), "ends_at": end.isoformat(timespec="minutes")}
+        before = rows(school)
+        response = client.post("/api/events", json=body, headers=headers)
+        assert response.status_code < 500, (body, response.get_data(as_text=True))
+        readings = {name: expected_reading(moment) for name, moment in (("starts_at", start), ("ends_at", end))}
+        refused = {name for name, (kind, _) in readings.items() if kind in ("gap", "range")}
+        if not refused and readings["ends_at"][1] < readings["starts_at"][1]:
+            refused = {"ends_at"}  # the second 02:30 is before the first 02:59 of the same night
+        if refused:
+            assert response.status_code == 422, (body, response.json)
+            assert set(response.json["fields"]) == refused, (body, response.json)
+            for name in refused:
+                kind = readings[name][0]
+                message = response.json["fields"][name]
+                assert {"gap": "does not exist in Europe/Berlin", "range": "Use a date from 2000-01-01",
+                        "ok": "cannot end before", "twice": "cannot end before"}[kind] in message, message
+                seen.add(kind)
+            assert rows(school) == before
+        else:
+            assert response.status_code == 202, (body, response.json)
+            twice = {name for name, (kind, _) in readings.items() if kind == "twice"}
+            assert set(response.json.get("notes", {})) == twice, (body, response.json)
+            for name in twice:
+                assert "happens twice in Europe/Berlin" in response.json["notes"][name]
+                assert "the first one was taken" in response.json["notes"][name]
+                seen.add("twice")
+            seen.add("ok")
+
+    throw()
+    assert {"gap", "range", "twice", "ok"} <= seen, seen  # every kind was really tried

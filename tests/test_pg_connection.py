@@ -7,10 +7,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from school import create_app
 from school.extensions import db
-from tests.conftest import close, settings
-from tests.services import free_port
+from tests.support.host import free_port
+from tests.support.school import app_env, build_app, close
 
 
 def test_a_statement_past_the_timeout_is_canceled(app_on, pg_url):
@@ -34,8 +33,8 @@ def test_connections_carry_tcp_keepalives(app_on, pg_url):
 def first_query(tmp_path, port: int) -> BaseException | None:
     """Run one query against 127.0.0.1:``port`` with a two-second connect timeout; what it raised
     (None if it is still waiting after 30 s)."""
-    app = create_app(settings(tmp_path, f"postgresql+psycopg://school@127.0.0.1:{port}/school",
-                              DATABASE_CONNECT_TIMEOUT="2"))
+    app = build_app(app_env(tmp_path, f"postgresql+psycopg://school@127.0.0.1:{port}/school",
+                            DATABASE_CONNECT_TIMEOUT="2"))
     outcome: list[BaseException] = []
 
     def query():

@@ -17,8 +17,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.faults import WHOLE_SCHOOL, audience, tally
-from tests.services import free_port, wait_for
+from tests.support.faults import tally
+from tests.support.host import free_port, wait_for
+from tests.support.school import WHOLE_SCHOOL, audience
 from tests.test_reliability import QUICK_RECOVERY
 
 BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin"))

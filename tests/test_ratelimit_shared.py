@@ -12,7 +12,7 @@ import time
 import pytest
 
 from school.notify.ratelimit import FLOOR, MailRateLimit
-from tests.services import ROOT
+from tests.support.host import ROOT
 from tests.test_ratelimit import busiest_second
 
 # seed_demo(1200) puts 100 students in each grade; students from grade 7 up have an address.

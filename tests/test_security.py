@@ -12,8 +12,8 @@ from school.auth.models import ApiToken
 from school.events.models import Event
 from school.extensions import db
 from school.notify.models import NotificationJob
-from school.security import THROTTLED
-from tests.support.accounts import ADMIN, ADMIN_EMAIL, ADMIN_PASSWORD, add_user, issue_token
+from school.auth.throttle import THROTTLED
+from tests.support.accounts import ADMIN, ADMIN_EMAIL, ADMIN_PASSWORD, AuthActions, add_user, issue_token
 from tests.support.browser import Watch, log_in
 from tests.support.host import wait_for
 from tests.support.pages import csrf_token, parse
@@ -169,22 +169,67 @@ def attempt(client, email: str, password: str, address: str = "192.0.2.10"):
                        environ_base=environ)
 
 
+def log_out(client, address: str = "192.0.2.10") -> None:
+    """Log out, keeping what the browser holds besides its session (its known-device cookie)."""
+    environ = {"REMOTE_ADDR": address}
+    token = csrf_token(client.get("/", environ_base=environ).data)
+    assert client.post("/logout", data={"csrf_token": token}, environ_base=environ).status_code == 302
+    assert client.get("/", environ_base=environ).status_code == 302
+
+
 def alert(response) -> str:
     return parse(response.data).find("p", role="alert").text
 
 
-def test_failed_logins_are_throttled_per_account_with_the_same_words_for_anyone(app, staff_user):
+def test_failed_logins_are_throttled_per_address_and_account_with_the_same_words_for_anyone(app, staff_user):
     client = app.test_client()
     for email in (staff_user.email, "nobody@school.example.org"):
         for _ in range(5):
             assert attempt(client, email, "wrong-password").status_code == 401
     answers = {}
     for email in (staff_user.email, "nobody@school.example.org"):
-        refused = attempt(client, email, "wrong-password", address="198.51.100.7")  # another address too
+        refused = attempt(client, email, "wrong-password")
         answers[email] = (refused.status_code, alert(refused))
     assert set(answers.values()) == {(429, THROTTLED)}, answers
     # The right password waits too: a guesser cannot tell it from a wrong one.
     assert attempt(client, staff_user.email, staff_user.password).status_code == 429
+
+
+def test_a_stranger_elsewhere_cannot_lock_a_staff_member_out(app, staff_user):
+    stranger = app.test_client()
+    for _ in range(5):
+        assert attempt(stranger, staff_user.email, "guess", address="198.51.100.7").status_code == 401
+    assert attempt(stranger, staff_user.email, "guess", address="198.51.100.7").status_code == 429
+    assert attempt(app.test_client(), staff_user.email, staff_user.password).status_code == 302
+
+
+def test_a_browser_that_logged_in_before_gets_in_past_a_stranger_at_the_same_address(app, staff_user, admin_user):
+    """Staff and a stranger behind one school address: the stranger's guesses fill the address's
+    and the account's limits, yet the staff member's own browser still gets in with the password."""
+    own = app.test_client()
+    assert attempt(own, staff_user.email, staff_user.password).status_code == 302
+    log_out(own)
+
+    stranger = app.test_client()
+    answers = [attempt(stranger, email, "guess").status_code
+               for email in [staff_user.email] * 6 + [f"guess{n}@school.example.org" for n in range(30)]]
+    assert answers == [401] * 5 + [429] + [401] * 25 + [429] * 5  # the account's limit, then the address's
+
+    assert attempt(app.test_client(), staff_user.email, staff_user.password).status_code == 429  # unknown browser
+    assert attempt(own, admin_user.email, admin_user.password).status_code == 429  # known for another account
+    assert attempt(own, staff_user.email, staff_user.password).status_code == 302
+
+    forged = app.test_client()
+    forged.set_cookie("known_device", own.get_cookie("known_device", path="/login").value[:-2] + "xx", path="/login")
+    assert attempt(forged, staff_user.email, staff_user.password).status_code == 429
+
+
+def test_a_known_browser_still_has_a_limit_of_its_own(app, staff_user):
+    own = app.test_client()
+    assert attempt(own, staff_user.email, staff_user.password).status_code == 302
+    log_out(own)
+    answers = [attempt(own, staff_user.email, "wrong").status_code for _ in range(6)]
+    assert answers == [401] * 5 + [429]
 
 
 def test_failed_logins_are_throttled_per_address(app, staff_user):
@@ -213,8 +258,8 @@ def test_behind_a_trusted_proxy_the_clients_address_is_throttled_not_the_proxys(
     assert via_proxy("198.51.100.20", "parent@school.example.org").status_code == 401
 
 
-def test_successful_logins_are_never_throttled(app, staff_user):
-    for _ in range(12):
+def test_successful_logins_are_not_held_up(app, staff_user):
+    for _ in range(40):  # more than the address's limit: a right password is given back
         assert attempt(app.test_client(), staff_user.email, staff_user.password).status_code == 302
 
 
@@ -224,6 +269,52 @@ def test_throttling_is_shared_by_every_web_process_on_redis(make_school, redis_s
     for _ in range(5):
         assert attempt(school.app.test_client(), ADMIN_EMAIL, "wrong").status_code == 401
     assert attempt(other_process.test_client(), ADMIN_EMAIL, ADMIN_PASSWORD).status_code == 429
+
+
+def concurrent_logins(urls: list[str], email: str, password: str) -> list[int]:
+    """One wrong login per URL, each from its own browser session, all sent at the same moment."""
+    import http.cookiejar
+    import threading
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    browsers = []
+    for url in urls:  # each browser fetches the form (cookie and CSRF token) beforehand
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        with opener.open(url + "/login", timeout=30) as page:
+            browsers.append((opener, url, csrf_token(page.read())))
+    start = threading.Barrier(len(browsers))
+
+    def post(browser) -> int:
+        opener, url, token = browser
+        data = urllib.parse.urlencode({"email": email, "password": password, "csrf_token": token}).encode()
+        start.wait()
+        try:
+            with opener.open(url + "/login", data=data, timeout=60) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    with ThreadPoolExecutor(len(browsers)) as pool:
+        return list(pool.map(post, browsers))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_wrong_passwords_sent_at_once_get_no_more_answers_than_the_limit(store, make_school, live_server, request):
+    """Twenty wrong passwords for one account, all at once (and, on Redis, through two web
+    processes): five are checked and told so, the other fifteen are refused unchecked."""
+    if store == "redis":
+        school = make_school(redis=request.getfixturevalue("redis_server"))
+        other_process = create_app(config_module.load(school.env) | {"TESTING": True})
+        servers = [live_server(school.app), live_server(other_process)]
+    else:
+        school = make_school()
+        servers = [live_server(school.app)]
+    answers = concurrent_logins([servers[n % len(servers)].url for n in range(20)], ADMIN_EMAIL, "wrong")
+    assert sorted(answers) == [401] * 5 + [429] * 15, answers
 
 
 # --- request size and strict JSON ---------------------------------------------------------------

@@ -31,15 +31,20 @@ def _job_json(job: NotificationJob) -> dict:
 def create():
     if not request.is_json:
         return _error("send a JSON object with Content-Type: application/json", 415)
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # e.g. "[" * 100_000: the parser gives up before the body ends
+        return _error("the JSON is nested too deeply", 400)
     if data is None:
         return _error("the body is not valid JSON", 400)
     try:
-        event = create_event(parse_event(data), g.api_user, enqueue_fanout)
+        checked = parse_event(data)
     except EventError as exc:
         return _error("invalid event", 422, fields=exc.fields)
+    event = create_event(checked, g.api_user, enqueue_fanout)
     job_url = url_for("api.job", job_id=event.job.id, _external=True)
-    response = jsonify(event_id=event.id, job_id=event.job.id, job_url=job_url)
+    notes = {"notes": checked.notes} if checked.notes else {}
+    response = jsonify(event_id=event.id, job_id=event.job.id, job_url=job_url, **notes)
     response.headers["Location"] = job_url
     return response, 202
 

@@ -45,6 +45,8 @@ def save_user(email: str, password: str, role: str, *, replace: bool = True) -> 
         db.session.add(user)
     elif not replace:
         raise UserError({"email": f"There is already a user {email}."})
+    elif not user.check_password(password):
+        user.end_sessions()  # a new password logs out whoever had the old one
     user.role = role
     user.set_password(password)
     db.session.commit()
@@ -67,6 +69,8 @@ def change_user(user_id: int, by: User, *, role: str | None = None, active: bool
             raise UserError(errors)
         user.role = role
     if active is not None:
+        if user.active and not active:
+            user.end_sessions()  # for good: reactivating does not bring them back
         user.active = active
     db.session.commit()
     return user
@@ -80,7 +84,9 @@ def authenticate(email: str, password: str) -> User | None:
         # Same work as a real check, so timing does not tell whether the account exists.
         User(password_hash=_DUMMY_HASH).check_password(password)
         return None
-    return user if user.active and user.check_password(password) else None
+    # The password is checked for a deactivated account too, so it takes as long as a wrong one.
+    correct = user.check_password(password)
+    return user if correct and user.active else None
 
 
 _DUMMY_HASH = "scrypt:32768:8:1$0000000000000000$" + "0" * 128

@@ -16,14 +16,21 @@ def user_for_token(token: str) -> User | None:
     return row if row is not None and row.active else None
 
 
+def bearer_token() -> str | None:
+    """The token of the request's ``Authorization: Bearer <token>`` header, if it has one."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def token_required(admin: bool = False):
     """The caller must send ``Authorization: Bearer <token>``; the user is in ``g.api_user``."""
 
     def decorator(view):
         @wraps(view)
         def wrapped(*args, **kwargs):
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            user = user_for_token(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+            token = bearer_token()
+            user = user_for_token(token) if token else None
             if user is None:
                 response = jsonify(error="a valid API token is required (Authorization: Bearer <token>)")
                 response.headers["WWW-Authenticate"] = "Bearer"

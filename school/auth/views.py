@@ -1,9 +1,11 @@
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask import Blueprint, flash, make_response, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, logout_user
 
+from .login import start_session
 from .services import authenticate
+from .throttle import RETRY_AFTER, THROTTLED, Throttled, count_attempt
 
 bp = Blueprint("auth", __name__)
 
@@ -31,10 +33,18 @@ def login():
     email = ""
     if request.method == "POST":
         email = request.form.get("email", "").strip()
+        try:
+            attempt = count_attempt(email)  # before the password is checked, so a burst cannot outrun it
+        except Throttled:
+            response = make_response(render_template("auth/login.html", error=THROTTLED, email=email), 429)
+            response.headers["Retry-After"] = str(RETRY_AFTER)
+            return response
         user = authenticate(email, request.form.get("password", ""))
         if user is not None:
-            login_user(user, remember=bool(request.form.get("remember")))
-            return redirect(_safe_next(request.args.get("next")))
+            start_session(user, remember=bool(request.form.get("remember")))
+            response = redirect(_safe_next(request.args.get("next")))
+            attempt.succeeded(response)
+            return response
         return render_template("auth/login.html", error=WRONG, email=email), 401
     return render_template("auth/login.html", error=None, email=email)
 

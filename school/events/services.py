@@ -1,5 +1,5 @@
 """Creating events: one validation for the form and the API, and one transaction for event and job."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from sqlalchemy import func, select
@@ -12,11 +12,15 @@ from ..pagination import Page
 from ..queue import priority_for
 from ..roster.audience import Audience, AudienceError, validate as validate_audience
 from ..text import storable
-from ..timeutil import school_zone
+from ..timeutil import school_zone, utcnow
 from .models import PRIORITIES, Event
 
 LIMITS = {"title": 200, "location": 200, "description": 5000}
 MULTILINE = {"description"}
+# A school plans within a few years; a date far outside that is a typo (or an attack on every page
+# and email that would have to show it).
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+HORIZON_YEARS = 10
 
 
 class EventError(ValueError):
@@ -36,22 +40,59 @@ class EventInput:
     ends_at: datetime
     audience: Audience
     priority: str
+    notes: dict[str, str] = field(default_factory=dict)  # per field: what was read into it, e.g. a DST choice
 
 
-def parse_datetime(value) -> datetime:
-    """ISO 8601, with or without an offset; without one it is the school's local time."""
+def latest_date(now: datetime) -> datetime:
+    try:
+        return now.replace(year=now.year + HORIZON_YEARS)
+    except ValueError:  # 29 February
+        return now.replace(year=now.year + HORIZON_YEARS, day=28)
+
+
+def _out_of_range(now: datetime) -> ValueError:
+    return ValueError(f"use a date from {EARLIEST:%Y-%m-%d} up to {HORIZON_YEARS} years from now "
+                      f"({latest_date(now):%Y-%m-%d})")
+
+
+def _school_time(naive: datetime) -> tuple[datetime, str | None]:
+    """A wall-clock time in the school's zone. One the clocks skip (spring forward) is refused; one
+    they pass twice (fall back) is taken the first time, with a note saying so."""
+    zone = school_zone()
+    first, second = naive.replace(tzinfo=zone, fold=0), naive.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return first, None
+    shown = f"{naive:%Y-%m-%d %H:%M}"
+    if first.astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None) != naive:
+        raise ValueError(f"{shown} does not exist in {zone.key}: the clocks skip that hour for daylight "
+                         "saving time. Choose a time before or after it")
+    return first, (f"{shown} happens twice in {zone.key} (the clocks go back an hour that night); "
+                   f"the first one was taken, {first:%H:%M %Z} (UTC{first:%z}).")
+
+
+def parse_datetime(value) -> tuple[datetime, str | None]:
+    """ISO 8601, with or without an offset; without one it is the school's local time.
+
+    Returns the moment in UTC, and a note when a local time the clocks pass twice was read as its
+    first occurrence.
+    """
     if not isinstance(value, str) or not value.strip():
         raise ValueError("a date and time is required")
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         raise ValueError("use a date and time like 2026-12-01T18:00") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=school_zone())
+    now = utcnow()
+    note = None
     try:
-        return parsed.astimezone(timezone.utc)
+        if parsed.tzinfo is None:
+            parsed, note = _school_time(parsed)
+        moment = parsed.astimezone(timezone.utc)
     except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is before year 1 in UTC
-        raise ValueError("use a date and time between the years 1 and 9999") from None
+        raise _out_of_range(now) from None
+    if not EARLIEST <= moment <= latest_date(now):
+        raise _out_of_range(now)
+    return moment, note
 
 
 def _text(data: dict, name: str, errors: dict, required: bool = False) -> str:
@@ -88,13 +129,16 @@ def parse_event(data: dict) -> EventInput:
     title = _text(data, "title", errors, required=True)
     description = _text(data, "description", errors)
     location = _text(data, "location", errors)
-    times = {}
+    times, notes = {}, {}
     for name in ("starts_at", "ends_at"):
         try:
-            times[name] = parse_datetime(data.get(name))
+            times[name], note = parse_datetime(data.get(name))
         except ValueError as exc:
             message = str(exc)  # not .capitalize(): it would lower-case the example's "T"
             errors[name] = message[:1].upper() + message[1:] + "."
+            continue
+        if note:
+            notes[name] = note
     if len(times) == 2 and times["ends_at"] < times["starts_at"]:
         errors["ends_at"] = "The event cannot end before it starts."
     priority = data.get("priority", "normal") or "normal"
@@ -118,7 +162,7 @@ def parse_event(data: dict) -> EventInput:
                 errors.update(exc.fields)
     if errors:
         raise EventError(errors)
-    return EventInput(title, description, location, times["starts_at"], times["ends_at"], audience, priority)
+    return EventInput(title, description, location, times["starts_at"], times["ends_at"], audience, priority, notes)
 
 
 def create_event(data: EventInput, user, enqueue_fanout) -> Event:

@@ -1,4 +1,4 @@
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from ..extensions import db
@@ -10,6 +10,8 @@ from .models import Event
 from .services import EventError, create_event, events_page, parse_event
 
 bp = Blueprint("events", __name__)
+
+TIME_LABELS = {"starts_at": "Starts", "ends_at": "Ends"}
 
 
 @bp.before_request
@@ -61,6 +63,8 @@ def new():
             errors["grades"] = _unknown_grades(bad_grades)
         if not errors:
             event = create_event(checked, current_user, enqueue_fanout)
+            for name, note in checked.notes.items():
+                flash(f"{TIME_LABELS[name]}: {note}")
             return redirect(url_for("events.detail", event_id=event.id, created=1))
     status = 422 if errors else 200
     return render_template("events/new.html", values=values, errors=errors, choices=audience_choices(),

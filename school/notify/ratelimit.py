@@ -359,7 +359,8 @@ class MailRateLimit:
         if redis_url:
             self.backend = RedisState(redis_url, namespace)
         else:
-            assert data_dir, "without Redis the limit lives in a file under DATA_DIR"
+            if not data_dir:
+                raise ValueError("without Redis the limit lives in a file under DATA_DIR")
             self.backend = FileState(os.path.join(data_dir, "ratelimit.db"), namespace)
         self._lock = threading.Lock()
         self._good = 0  # good replies not yet handed over

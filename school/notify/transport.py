@@ -200,7 +200,7 @@ class SmtpSession:
         if connection is not None and connection.host is not None:
             try:
                 connection.host.close()
-            except Exception:  # already gone
+            except Exception:  # nosec B110  # already gone: closing it is all that was wanted
                 pass
 
     def _ready(self):
@@ -252,5 +252,5 @@ class SmtpSession:
             return
         try:
             connection.__exit__(*exc_info)
-        except Exception:  # QUIT on a dead connection; the messages are already accounted for
+        except Exception:  # nosec B110  # QUIT on a dead connection; the messages are already accounted for
             pass

@@ -1,6 +1,6 @@
 """The progress pages: every job with its bar, one job live, and the admins' controls."""
 from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, url_for
-from flask_login import login_required
+from flask_login import current_user, login_required
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
@@ -59,12 +59,16 @@ def detail(job_id: int):
 @bp.get("/<int:job_id>/progress")
 @login_required
 def fragment(job_id: int):
-    """What the page polls every second: kept counters only, and 286 once the job has ended."""
+    """What the page polls every second: kept counters only, and 286 once the job has ended.
+
+    Staff see the counts; who failed and what their server said only admins and the event's
+    creator, and the controls only admins."""
     job = _job_or_404(job_id)
     p = progress(job)
-    controls = request.args.get("controls") == "1"
+    controls = request.args.get("controls") == "1" and current_user.is_admin
+    may_see_recipients = current_user.is_admin or job.event.created_by_id == current_user.id
     html = render_template("jobs/_progress.html", job=job, p=p, controls=controls,
-                           failed=failed_recipients(job_id) if p.failed else [])
+                           failed=failed_recipients(job_id) if p.failed and may_see_recipients else [])
     return make_response(html, STOP_POLLING if p.ended else 200)
 
 
