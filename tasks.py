@@ -8,6 +8,7 @@ from school.queue import huey
 app = create_app({"CONSUMER": True})
 
 import school.notify.tasks  # noqa: E402,F401  (registers every task)
+import school.roster.tasks  # noqa: E402,F401
 
 _logging_shared = threading.Lock()
 

@@ -2,11 +2,11 @@
 from .auth.models import ApiToken, User
 from .events.models import Event
 from .notify.models import Notification, NotificationBatch, NotificationJob
-from .roster.models import (District, Guardian, School, SchoolClass, Student, Teacher, class_students,
+from .roster.models import (District, Guardian, RosterImport, School, SchoolClass, Student, Teacher, class_students,
                             class_teachers, student_guardians)
 
 __all__ = [
     "ApiToken", "User", "Event", "Notification", "NotificationBatch", "NotificationJob",
-    "District", "Guardian", "School", "SchoolClass", "Student", "Teacher", "class_students", "class_teachers",
+    "District", "Guardian", "RosterImport", "School", "SchoolClass", "Student", "Teacher", "class_students", "class_teachers",
     "student_guardians",
 ]

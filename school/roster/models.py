@@ -9,10 +9,15 @@ A student's homeroom (form group) is ``students.class_id``; the scheduled classe
 rows of ``class_students``. An address that is not a valid email is kept in ``invalid_email``
 ("needs fixing") and ``email`` stays empty, so nobody is mailed at it.
 """
-from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, String, Table, true
+from datetime import datetime
+
+from sqlalchemy import (JSON, Boolean, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Table, Text,
+                        true)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from ..auth.models import User
 from ..extensions import db
+from ..timeutil import utcnow
 
 CLASS_KINDS = ("homeroom", "scheduled")
 
@@ -135,3 +140,35 @@ class Teacher(Person, db.Model):
 
     school: Mapped[School | None] = relationship()
     classes: Mapped[list[SchoolClass]] = relationship(secondary=class_teachers, back_populates="teachers")
+
+
+IMPORT_STATUSES = ("queued", "running", "done", "refused", "failed")
+IMPORT_ENDED = ("done", "refused", "failed")
+
+
+class RosterImport(db.Model):
+    """One import of an uploaded bundle: the truth about it, whichever consumer runs it.
+
+    The upload itself is kept in the row (``bundle``) so a consumer on any machine can read it;
+    a real run clears it once done, a dry run keeps it for the "apply" that may follow.
+    """
+
+    __tablename__ = "roster_imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(10), default="queued", index=True)
+    bundle: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    summary: Mapped[dict | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    created_by: Mapped[User | None] = relationship()
+
+    @property
+    def ended(self) -> bool:
+        return self.status in IMPORT_ENDED
