@@ -8,6 +8,9 @@ differences ("no changes").
 """
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
+from sys import intern
 from pathlib import Path
 
 from sqlalchemy import bindparam, delete, insert, select, tuple_, update
@@ -164,7 +167,7 @@ def _known_source_ids(kind: str) -> set[str]:
 def _apply(roster: IncomingRoster, summary: ImportSummary, dry_run: bool, progress: Progress) -> None:
     ids: dict[str, dict[str, int]] = {}
     gone: dict[str, set[int]] = {}
-    homerooms = dict(roster.homerooms.pairs) if roster.homerooms.mode != "absent" else None
+    homerooms = dict(roster.homerooms.pairs) if roster.homerooms.mode != "absent" else None  # one room each
     for kind in KINDS:
         progress(kind, 0)
         section = roster.sections[kind]
@@ -185,8 +188,11 @@ def _resolve(fields: tuple[str, ...], record: tuple, ids: dict) -> tuple:
 
 
 def _load_ids(kind: str) -> dict[str, int]:
+    """Source id -> row id; the ids are interned, so they share the strings the bundle's records hold."""
     table = TABLES[kind]
-    return dict(db.session.execute(select(table.c.sourced_id, table.c.id).where(table.c.sourced_id.is_not(None))).all())
+    rows = db.session.execute(select(table.c.sourced_id, table.c.id).where(table.c.sourced_id.is_not(None))
+                              .execution_options(yield_per=CHUNK))
+    return {intern(sid): row_id for sid, row_id in rows}
 
 
 def _sync_records(kind: str, section: Section, ids: dict, gone: dict, dry_run: bool, extra: dict) -> Change:
@@ -205,7 +211,7 @@ def _sync_records(kind: str, section: Section, ids: dict, gone: dict, dry_run: b
                               .execution_options(yield_per=CHUNK))
     for row_id, sid, active, *values in rows:
         if sid is not None:
-            found[sid] = row_id
+            found[intern(sid)] = row_id
         record = section.records.get(sid) if sid is not None else None
         if record is None:
             if active and (section.mode == "bulk" or sid in section.deleted):
@@ -259,7 +265,7 @@ def _sync_homerooms(links: Links, ids: dict, leaving: set[int], dry_run: bool) -
                 moves.append({"row_id": row_id, "v_class_id": target})
     else:
         current = dict(db.session.execute(select(table.c.id, table.c.class_id).where(
-            table.c.id.in_(list({students[s] for s, _ in links.pairs | links.removed if s in students})))).all())
+            table.c.id.in_([students[s] for s in {*links.pairs.by_left, *links.removed.by_left} if s in students]))).all())
         for row_id, target in desired.items():
             if current.get(row_id, target) != target:
                 moves.append({"row_id": row_id, "v_class_id": target})
@@ -275,43 +281,52 @@ def _sync_homerooms(links: Links, ids: dict, leaving: set[int], dry_run: bool) -
     return placed, len(moves) - placed
 
 
-_SHIFT = 1 << 33
-_OFFSET = 1 << 32
-
-
-def _key(left: int, right: int) -> int:
-    """One int per pair (a tuple costs three times the memory at 700,000 pairs); ids may be negative."""
-    return left * _SHIFT + right + _OFFSET
-
-
-def _unkey(key: int) -> tuple[int, int]:
-    left, right = divmod(key, _SHIFT)
-    return left, right - _OFFSET
-
-
 def _sync_pairs(table, left: str, left_kind: str, right: str, right_kind: str, links: Links, ids: dict,
                 dry_run: bool) -> tuple[int, int]:
+    """Compare one link table with the bundle owner by owner (class, or student for guardians),
+    streaming the table in key order: memory stays at the bundle's own size."""
     lefts, rights = ids[left_kind], ids[right_kind]
-    desired = {_key(lefts[a], rights[b]) for a, b in links.pairs if a in lefts and b in rights}
-    current = {_key(a, b) for a, b in db.session.execute(select(table.c[left], table.c[right])
-                                                         .execution_options(yield_per=CHUNK))}
-    added = desired - current
-    if links.mode == "bulk":
-        removed = current - desired
-    else:
-        removed = {_key(lefts[a], rights[b]) for a, b in links.removed if a in lefts and b in rights} & current
-        replaced = {lefts[s] for s in links.replaced if s in lefts}
-        if replaced:
-            removed |= {k for k in current - desired if _unkey(k)[0] in replaced}
+    desired: dict[int, tuple[int, ...]] = {}
+    for owner, others in links.pairs.by_left.items():
+        owner_id = lefts.get(owner)
+        if owner_id is not None:
+            wanted = {rights[o] for o in others if o in rights}
+            desired[owner_id] = tuple(sorted({*desired.get(owner_id, ()), *wanted}))
+    named_removed = {}
+    for owner, others in links.removed.by_left.items():
+        if owner in lefts:
+            named_removed[lefts[owner]] = {rights[o] for o in others if o in rights}
+    replaced = {lefts[s] for s in links.replaced if s in lefts}
+    adds: list[tuple[int, tuple[int, ...]]] = []
+    removes: list[tuple[int, int]] = []
+    rows = db.session.execute(select(table.c[left], table.c[right]).order_by(table.c[left], table.c[right])
+                              .execution_options(yield_per=CHUNK))
+    for owner_id, group in groupby(rows, key=itemgetter(0)):
+        have = {other for _, other in group}
+        want = desired.pop(owner_id, ())
+        missing = tuple(o for o in want if o not in have)
+        if missing:
+            adds.append((owner_id, missing))
+        if links.mode == "bulk" or owner_id in replaced:
+            gone = have.difference(want)
+        else:
+            gone = have & named_removed.get(owner_id, set())
+        removes.extend((owner_id, o) for o in sorted(gone))
+    adds.extend(desired.items())  # owners with no links yet
+    added = sum(len(others) for _, others in adds)
     if not dry_run:
-        added_rows = [dict(zip((left, right), _unkey(k))) for k in added]
-        for start in range(0, len(added_rows), CHUNK):
-            db.session.execute(insert(table), added_rows[start:start + CHUNK])
-        removed_pairs = [_unkey(k) for k in removed]
-        for start in range(0, len(removed_pairs), 500):
+        batch = []
+        for owner_id, others in adds:
+            batch.extend({left: owner_id, right: other} for other in others)
+            if len(batch) >= CHUNK:
+                db.session.execute(insert(table), batch)
+                batch = []
+        if batch:
+            db.session.execute(insert(table), batch)
+        for start in range(0, len(removes), 500):
             db.session.execute(delete(table).where(
-                tuple_(table.c[left], table.c[right]).in_(removed_pairs[start:start + 500])))
-    return len(added), len(removed)
+                tuple_(table.c[left], table.c[right]).in_(removes[start:start + 500])))
+    return added, len(removes)
 
 
 __all__ = ["STEPS", "Change", "ImportSummary", "import_roster"]

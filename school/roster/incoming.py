@@ -46,6 +46,30 @@ class Section:
     deleted: set[str] = field(default_factory=set)
 
 
+class Pairs:
+    """(left, right) source-id pairs, kept as left -> list of rights: at 700,000 enrollments a set
+    of tuples costs several times the memory. Duplicates are harmless; the importer merges them."""
+
+    def __init__(self):
+        self.by_left: dict[str, list[str]] = {}
+
+    def add(self, pair: tuple[str, str]) -> None:
+        left, right = pair
+        rights = self.by_left.get(left)
+        if rights is None:
+            self.by_left[left] = [right]
+        else:
+            rights.append(right)
+
+    def __iter__(self):
+        for left, rights in self.by_left.items():
+            for right in rights:
+                yield left, right
+
+    def __bool__(self) -> bool:
+        return bool(self.by_left)
+
+
 @dataclass
 class Links:
     """Pairs between two kinds (guardianship, teaching, scheduled classes) or a student's homeroom.
@@ -55,8 +79,8 @@ class Links:
     """
 
     mode: str = "absent"
-    pairs: set[tuple[str, str]] = field(default_factory=set)
-    removed: set[tuple[str, str]] = field(default_factory=set)
+    pairs: Pairs = field(default_factory=Pairs)
+    removed: Pairs = field(default_factory=Pairs)
     replaced: set[str] = field(default_factory=set)
 
 

@@ -6,6 +6,7 @@ parent and relative; ``agentSourcedIds`` links students and guardians; ``metadat
 enrollments of students and teachers. Other files and columns are ignored.
 """
 from collections.abc import Callable
+from sys import intern
 
 from .bundle import Bundle, BundleError, Problem, Problems, check_email, check_language
 from .incoming import MODES, PEOPLE, IncomingRoster, parse_grade
@@ -126,14 +127,14 @@ def _read_orgs(bundle: Bundle, roster: IncomingRoster, problems: Problems) -> No
 def _read_classes(bundle: Bundle, roster: IncomingRoster, problems: Problems, schools) -> None:
     classes = roster.sections["classes"]
     for line, row in bundle.rows("classes.csv", REQUIRED["classes.csv"]):
-        sid = row["sourcedId"].strip()
+        sid = intern(row["sourcedId"].strip())
         if not sid:
             problems.add("classes.csv", line, "sourcedId is empty")
             continue
         if _deleted(row):
             classes.deleted.add(sid)
             continue
-        school = row["schoolSourcedId"].strip()
+        school = intern(row["schoolSourcedId"].strip())
         if school not in schools:
             problems.add("classes.csv", line, f"class {sid} refers to unknown school {school!r}; row skipped")
             continue
@@ -159,7 +160,7 @@ def _read_users(bundle: Bundle, roster: IncomingRoster, problems: Problems, reac
         if kind is None:
             continue  # administrators, aides, proctors: not reached by notices
         roster.users_seen += 1
-        sid = row["sourcedId"].strip()
+        sid = intern(row["sourcedId"].strip())
         if not sid:
             roster.users_refused += 1
             problems.add("users.csv", line, "sourcedId is empty; row skipped")
@@ -186,15 +187,15 @@ def _read_users(bundle: Bundle, roster: IncomingRoster, problems: Problems, reac
         language = check_language(raw_language)
         if raw_language.strip() and language is None:
             problems.add("users.csv", line, f"language {raw_language.strip()!r} is not a BCP 47 code; ignored")
-        contact = (name[:200], email, invalid, phone, language)
+        contact = (name[:200], email, invalid, phone, language and intern(language))
         if kind == "students":
             grades = _split(row.get("grades", ""))
             grade, understood = parse_grade(grades[0]) if grades else (None, True)
             if not understood:
                 problems.add("users.csv", line, f"unknown grade {grades[0]!r}; student kept without a grade")
-            record = contact + (grade, orgs[0])
+            record = contact + (grade, intern(orgs[0]))
         elif kind == "teachers":
-            record = contact + (orgs[0] if orgs else None,)
+            record = contact + (intern(orgs[0]) if orgs else None,)
         else:
             record = contact
         if not _take(sections[kind], "users.csv", line, sid, record, problems):
@@ -203,7 +204,7 @@ def _read_users(bundle: Bundle, roster: IncomingRoster, problems: Problems, reac
             if kind == "students":
                 roster.guardianship.replaced.add(sid)
             for agent in _split(row.get("agentSourcedIds", "")):
-                agents.append((kind, sid, agent, line))
+                agents.append((kind, sid, intern(agent), line))
     students, guardians = reachable("students"), reachable("guardians")
     for kind, sid, agent, line in agents:
         pair = (sid, agent) if kind == "students" else (agent, sid)
@@ -226,7 +227,7 @@ def _read_enrollments(bundle: Bundle, roster: IncomingRoster, problems: Problems
         role = row["role"].strip().lower()
         if role not in ("student", "teacher"):
             continue
-        class_sid, user_sid = row["classSourcedId"].strip(), row["userSourcedId"].strip()
+        class_sid, user_sid = intern(row["classSourcedId"].strip()), intern(row["userSourcedId"].strip())
         if class_sid not in classes:
             problems.add("enrollments.csv", line, f"enrollment {row['sourcedId'].strip()} refers to unknown class "
                                                   f"{class_sid!r}; row skipped")
@@ -242,11 +243,9 @@ def _read_enrollments(bundle: Bundle, roster: IncomingRoster, problems: Problems
             (homerooms.removed if deleted else homerooms.pairs).add((user_sid, class_sid))
         else:
             (attending.removed if deleted else attending.pairs).add((class_sid, user_sid))
-    seen: dict[str, str] = {}
-    for student, school_class in sorted(homerooms.pairs):
-        if student in seen:
-            problems.add("enrollments.csv", None, f"student {student} is enrolled in two homerooms "
-                                                  f"({seen[student]}, {school_class}); the first is kept")
-        else:
-            seen[student] = school_class
-    homerooms.pairs = {(s, c) for s, c in seen.items()}
+    for student, rooms in homerooms.pairs.by_left.items():
+        distinct = sorted(set(rooms))
+        if len(distinct) > 1:
+            problems.add("enrollments.csv", None, f"student {student} is enrolled in {len(distinct)} homerooms "
+                                                  f"({', '.join(distinct)}); {distinct[0]} is kept")
+        rooms[:] = distinct[:1]
