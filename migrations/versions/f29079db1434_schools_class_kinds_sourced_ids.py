@@ -30,9 +30,6 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_districts')),
     sa.UniqueConstraint('sourced_id', name=op.f('uq_districts_sourced_id'))
     )
-    with op.batch_alter_table('districts', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_districts_active'), ['active'], unique=False)
-
     op.create_table('schools',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('sourced_id', sa.String(length=255), nullable=True),
@@ -45,7 +42,6 @@ def upgrade():
     sa.UniqueConstraint('sourced_id', name=op.f('uq_schools_sourced_id'))
     )
     with op.batch_alter_table('schools', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_schools_active'), ['active'], unique=False)
         batch_op.create_index(batch_op.f('ix_schools_district_id'), ['district_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_schools_identifier'), ['identifier'], unique=False)
 
@@ -73,7 +69,6 @@ def upgrade():
                type_=sa.String(length=100),
                existing_nullable=False)
         batch_op.drop_constraint(batch_op.f('uq_classes_name'), type_='unique')
-        batch_op.create_index(batch_op.f('ix_classes_active'), ['active'], unique=False)
         batch_op.create_index(batch_op.f('ix_classes_name'), ['name'], unique=False)
         batch_op.create_index(batch_op.f('ix_classes_school_id'), ['school_id'], unique=False)
         batch_op.create_unique_constraint(batch_op.f('uq_classes_sourced_id'), ['sourced_id'])
@@ -88,7 +83,6 @@ def upgrade():
                existing_type=sa.VARCHAR(length=10),
                type_=sa.String(length=35),
                nullable=True)
-        batch_op.create_index(batch_op.f('ix_guardians_active'), ['active'], unique=False)
         batch_op.create_unique_constraint(batch_op.f('uq_guardians_sourced_id'), ['sourced_id'])
 
     with op.batch_alter_table('students', schema=None) as batch_op:
@@ -104,7 +98,6 @@ def upgrade():
         batch_op.alter_column('class_id',
                existing_type=sa.INTEGER(),
                nullable=True)
-        batch_op.create_index(batch_op.f('ix_students_active'), ['active'], unique=False)
         batch_op.create_index(batch_op.f('ix_students_school_id'), ['school_id'], unique=False)
         batch_op.create_unique_constraint(batch_op.f('uq_students_sourced_id'), ['sourced_id'])
         batch_op.create_foreign_key(batch_op.f('fk_students_school_id_schools'), 'schools', ['school_id'], ['id'])
@@ -116,7 +109,6 @@ def upgrade():
         batch_op.add_column(sa.Column('phone', sa.String(length=40), nullable=True))
         batch_op.add_column(sa.Column('language', sa.String(length=35), nullable=True))
         batch_op.add_column(sa.Column('active', sa.Boolean(), server_default=sa.true(), nullable=False))
-        batch_op.create_index(batch_op.f('ix_teachers_active'), ['active'], unique=False)
         batch_op.create_index(batch_op.f('ix_teachers_school_id'), ['school_id'], unique=False)
         batch_op.create_unique_constraint(batch_op.f('uq_teachers_sourced_id'), ['sourced_id'])
         batch_op.create_foreign_key(batch_op.f('fk_teachers_school_id_schools'), 'schools', ['school_id'], ['id'])
@@ -161,7 +153,6 @@ def downgrade():
         batch_op.drop_constraint(batch_op.f('fk_teachers_school_id_schools'), type_='foreignkey')
         batch_op.drop_constraint(batch_op.f('uq_teachers_sourced_id'), type_='unique')
         batch_op.drop_index(batch_op.f('ix_teachers_school_id'))
-        batch_op.drop_index(batch_op.f('ix_teachers_active'))
         batch_op.drop_column('active')
         batch_op.drop_column('language')
         batch_op.drop_column('phone')
@@ -173,7 +164,6 @@ def downgrade():
         batch_op.drop_constraint(batch_op.f('fk_students_school_id_schools'), type_='foreignkey')
         batch_op.drop_constraint(batch_op.f('uq_students_sourced_id'), type_='unique')
         batch_op.drop_index(batch_op.f('ix_students_school_id'))
-        batch_op.drop_index(batch_op.f('ix_students_active'))
         batch_op.alter_column('class_id',
                existing_type=sa.INTEGER(),
                nullable=False)
@@ -189,7 +179,6 @@ def downgrade():
 
     with op.batch_alter_table('guardians', schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f('uq_guardians_sourced_id'), type_='unique')
-        batch_op.drop_index(batch_op.f('ix_guardians_active'))
         batch_op.alter_column('language',
                existing_type=sa.String(length=35),
                type_=sa.VARCHAR(length=10),
@@ -204,7 +193,6 @@ def downgrade():
         batch_op.drop_constraint(batch_op.f('uq_classes_sourced_id'), type_='unique')
         batch_op.drop_index(batch_op.f('ix_classes_school_id'))
         batch_op.drop_index(batch_op.f('ix_classes_name'))
-        batch_op.drop_index(batch_op.f('ix_classes_active'))
         batch_op.create_unique_constraint(batch_op.f('uq_classes_name'), ['name'])
         batch_op.alter_column('name',
                existing_type=sa.String(length=100),
@@ -226,11 +214,7 @@ def downgrade():
     with op.batch_alter_table('schools', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_schools_identifier'))
         batch_op.drop_index(batch_op.f('ix_schools_district_id'))
-        batch_op.drop_index(batch_op.f('ix_schools_active'))
 
     op.drop_table('schools')
-    with op.batch_alter_table('districts', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_districts_active'))
-
     op.drop_table('districts')
     # ### end Alembic commands ###

@@ -51,7 +51,8 @@ def _sourced_id():
 
 
 def _active():
-    return mapped_column(Boolean, default=True, server_default=true(), index=True)
+    # No index: nearly everyone is active, and an index on it leads SQLite to plan joins through it.
+    return mapped_column(Boolean, default=True, server_default=true())
 
 
 class District(db.Model):
