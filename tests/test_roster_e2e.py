@@ -4,6 +4,7 @@ from collections import defaultdict
 
 import pytest
 
+from tests.browser import log_in
 from tests.services import ADMIN_EMAIL, ADMIN_PASSWORD, wait_for
 
 from .roster_bundles import (ANA, CARA, FINN_PARENT, MARIA, MARIA_NEW, TOM, first_bundle, second_bundle,
@@ -108,12 +109,7 @@ def test_upload_check_and_apply_a_bundle_in_the_browser(make_school, smtp_server
     page = chromium.new_page()
     progress_replies = []
     page.on("response", lambda r: progress_replies.append(r.status) if r.url.endswith("/progress") else None)
-    page.goto(f"{server.url}/login")
-    page.get_by_label("Email").fill(ADMIN_EMAIL)
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("button", name=re.compile("Log out"))).to_be_visible()
-
+    log_in(page, server.url, ADMIN_EMAIL, ADMIN_PASSWORD)
     page.goto(f"{server.url}/roster")
     page.get_by_label("Roster file").set_input_files(str(bundle))
     page.get_by_role("button", name="Check (dry run)").click()

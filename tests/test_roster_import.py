@@ -227,3 +227,15 @@ def test_import_roster_command_prints_the_summary(app, runner, tmp_path):
     assert "no changes" in result.output
     result = runner.invoke(args=["import-roster", str(tmp_path / "missing.zip")])
     assert result.exit_code == 1 and "refused" in result.output
+
+
+def test_a_bad_row_for_someone_already_here_leaves_them_as_they_were(roster_app, tmp_path):
+    files = first_bundle()
+    many = [dict(files["users.csv"][4], sourcedId=f"st-extra{n}", givenName=f"Extra{n}") for n in range(120)]
+    files["users.csv"].extend(many)  # enough users that one bad row stays under 1%
+    import_roster(write_bundle(tmp_path / "a", files))
+    files["users.csv"][0]["orgSourcedIds"] = "s-nowhere"  # Ana's row now has an error
+    summary = import_roster(write_bundle(tmp_path / "b", files))
+    assert not summary.refused and summary.counts["students"].deactivated == 0
+    assert any("student st-ana belongs to no known school" in str(p) for p in summary.problems)
+    assert ANA in reached(["students"], classes=["MATH7-1"])

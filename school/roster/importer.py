@@ -214,7 +214,7 @@ def _sync_records(kind: str, section: Section, ids: dict, gone: dict, dry_run: b
             found[intern(sid)] = row_id
         record = section.records.get(sid) if sid is not None else None
         if record is None:
-            if active and (section.mode == "bulk" or sid in section.deleted):
+            if active and (section.mode == "bulk" or sid in section.deleted) and sid not in section.kept:
                 deactivate.append(row_id)
             continue
         resolved = _resolve(fields, record, ids)

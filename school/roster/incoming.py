@@ -44,6 +44,8 @@ class Section:
     mode: str = "absent"
     records: dict[str, tuple] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
+    # Source ids of rows skipped for an error: a bulk file does not make them leave.
+    kept: set[str] = field(default_factory=set)
 
 
 class Pairs:

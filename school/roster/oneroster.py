@@ -69,12 +69,13 @@ def read(bundle: Bundle, known: Known, problems: Problems) -> IncomingRoster:
             links.mode = modes["enrollments.csv"]
 
     def reachable(kind: str) -> set[str] | dict:
-        """Source ids a row may refer to: those sent, and for a file not sent whole, the database's."""
+        """Source ids a row may refer to: those sent (or kept after a bad row), and for a file not sent
+        whole, the database's."""
         section = roster.sections[kind]
         sent = section.records.keys()
         if section.mode == "bulk":
-            return sent
-        return set(sent) | (known(kind) - section.deleted)
+            return sent | section.kept if section.kept else sent
+        return set(sent) | section.kept | (known(kind) - section.deleted)
 
     if modes.get("orgs.csv", "absent") != "absent":
         _read_orgs(bundle, roster, problems)
@@ -136,6 +137,7 @@ def _read_classes(bundle: Bundle, roster: IncomingRoster, problems: Problems, sc
             continue
         school = intern(row["schoolSourcedId"].strip())
         if school not in schools:
+            classes.kept.add(sid)
             problems.add("classes.csv", line, f"class {sid} refers to unknown school {school!r}; row skipped")
             continue
         kind = row["classType"].strip().lower()
@@ -171,11 +173,13 @@ def _read_users(bundle: Bundle, roster: IncomingRoster, problems: Problems, reac
         name = f"{row['givenName'].strip()} {row['familyName'].strip()}".strip()
         if not name:
             roster.users_refused += 1
+            sections[kind].kept.add(sid)
             problems.add("users.csv", line, f"user {sid} has no name; row skipped")
             continue
         orgs = [o for o in _split(row["orgSourcedIds"]) if o in schools]
         if kind == "students" and not orgs:
             roster.users_refused += 1
+            sections[kind].kept.add(sid)
             problems.add("users.csv", line, f"student {sid} belongs to no known school "
                                             f"({row['orgSourcedIds'].strip() or 'orgSourcedIds is empty'}); row skipped")
             continue
