@@ -132,12 +132,28 @@ class Bundle:
 
     def rows(self, name: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
         """``(line, row)`` for each data row; raises ``BundleError`` on a missing column or bad bytes."""
-        with self._binary(name) as raw:
-            yield from read_csv(raw, Path(name).name, required)
+        file = Path(name).name
+        try:
+            with self._binary(name) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+                yield from read_csv(text, file, required)
+        except UnicodeDecodeError:
+            # Decoding runs ahead of the rows by a buffer; read again line by line to say which line.
+            with self._binary(name) as raw:
+                raise BundleError([Problem(file, _first_bad_line(raw), "the file is not UTF-8 text; "
+                                                                       "export it again as CSV UTF-8")]) from None
 
 
-def read_csv(raw, file: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    text = _Utf8Lines(raw, file)
+def _first_bad_line(raw) -> int | None:
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    for number, chunk in enumerate(raw, start=1):
+        try:
+            decoder.decode(chunk)
+        except UnicodeDecodeError:
+            return number
+    return None
+
+
+def read_csv(text, file: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     reader = csv.reader(text)
     try:
         header = next(reader)
@@ -152,35 +168,10 @@ def read_csv(raw, file: str, required: tuple[str, ...]) -> Iterator[tuple[int, d
     width = len(header)
     try:
         for values in reader:
-            if not any(v.strip() for v in values):
-                continue
+            if not values or (len(values) == 1 and not values[0].strip()):
+                continue  # a blank line
             if len(values) < width:
                 values = values + [""] * (width - len(values))
             yield reader.line_num, dict(zip(header, values))
     except csv.Error as exc:
         raise BundleError([Problem(file, reader.line_num, f"broken CSV ({exc})")]) from None
-
-
-class _Utf8Lines:
-    """Decode a byte stream line by line, dropping a leading BOM and naming the first line that is
-    not UTF-8 (a Windows-1252 or Latin-1 export, usually)."""
-
-    def __init__(self, raw, file: str):
-        self._lines = io.BufferedReader(raw) if not hasattr(raw, "peek") else raw
-        self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
-        self._file = file
-        self._line = 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> str:
-        chunk = self._lines.readline()
-        self._line += 1
-        if not chunk:
-            raise StopIteration
-        try:
-            return self._decoder.decode(chunk)
-        except UnicodeDecodeError:
-            raise BundleError([Problem(self._file, self._line,
-                                       "the file is not UTF-8 text; export it again as CSV UTF-8")]) from None
