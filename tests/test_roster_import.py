@@ -111,14 +111,25 @@ def test_a_delta_file_changes_only_what_it_names(roster_app, tmp_path):
              "orgSourcedIds": "s-south", "role": "student", "givenName": "Eve", "familyName": "Kim"},
             {"sourcedId": "g-zoe", "status": "active", "orgSourcedIds": "s-south", "role": "parent",
              "givenName": "Zoe", "familyName": "Kim", "email": "zoe.kim@families.example.org"},
+            {"sourcedId": "st-gus", "status": "active", "orgSourcedIds": "s-north", "role": "student",
+             "givenName": "Gus", "familyName": "Li", "email": "gus@students.example.org", "grades": "07",
+             "agentSourcedIds": "g-hong"},
         ],
         "enrollments.csv": [
             {"sourcedId": "e-x", "status": "active", "classSourcedId": "c-math", "schoolSourcedId": "s-north",
              "userSourcedId": "st-ben", "role": "student"},
+            {"sourcedId": "e-gus", "status": "active", "classSourcedId": "c-n7b", "schoolSourcedId": "s-north",
+             "userSourcedId": "st-gus", "role": "student"},
         ],
     }
-    summary = import_roster(write_bundle(tmp_path / "delta", files, manifest=manifest))
+    bundle = write_bundle(tmp_path / "delta", files, manifest=manifest)
+    dry = import_roster(bundle, dry_run=True)
+    summary = import_roster(bundle)
+    assert (dry.counts, dry.links) == (summary.counts, summary.links)
     assert summary.counts["students"].deactivated == 1 and summary.counts["guardians"].changed == 1
+    assert summary.counts["students"].added == 1
+    assert set(reached(["students"], classes=["7B"])) == {CARA, "gus@students.example.org"}
+    assert import_roster(bundle).no_changes
     assert summary.counts["teachers"].deactivated == 0
     assert set(reached(["students"], classes=["ART-1"])) == {DAN}
     assert reached(["guardians"], classes=["MATH7-1"]) == {MARIA: ["Ana Silva", "Ben Silva"],

@@ -121,8 +121,11 @@ def import_roster(path: Path, dry_run: bool = False, source: str | None = None,
             roster = _read(bundle, problems)
         summary.format = roster.format
         if roster.users_seen and roster.users_refused / roster.users_seen > MAX_BAD_USERS:
-            problems.add("users", None, f"{roster.users_refused} of {roster.users_seen} users have errors "
-                                        f"(more than {MAX_BAD_USERS:.0%}); the bundle is refused")
+            # First in the list, however many row problems there are.
+            problems.kept.insert(0, Problem("users", None, f"{roster.users_refused} of {roster.users_seen} users "
+                                                           f"have errors (more than {MAX_BAD_USERS:.0%}); the bundle "
+                                                           f"is refused"))
+            problems.total += 1
             summary.refused = True
     except BundleError as exc:
         for problem in exc.problems:
@@ -171,7 +174,7 @@ def _apply(roster: IncomingRoster, summary: ImportSummary, dry_run: bool, progre
     for kind in KINDS:
         progress(kind, 0)
         section = roster.sections[kind]
-        extra = {"class_id": homerooms} if kind == "students" and roster.homerooms.mode == "bulk" else {}
+        extra = {"class_id": homerooms} if kind == "students" and homerooms is not None else {}
         summary.counts[kind] = _sync_records(kind, section, ids, gone, dry_run, extra)
     progress("homerooms", 0)
     summary.links["homerooms"] = _sync_homerooms(roster.homerooms, ids, gone.get("students", set()), dry_run)
