@@ -111,10 +111,14 @@ def import_roster(path: Path, dry_run: bool = False, source: str | None = None,
 
     A bundle that cannot be read, or where more than 1% of users have errors, is refused whole
     (``summary.refused``) and nothing is written. Otherwise the good rows apply in one
-    transaction and every problem is listed with its file and line.
+    transaction (the session's: whatever it held before is rolled back) and every problem is listed
+    with its file and line.
     """
     summary = ImportSummary(source or path.name, dry_run=dry_run)
     problems = Problems()
+    db.session.rollback()  # the import is a transaction of its own
+    if dry_run:  # reads only: on SQLite it need not take the write lock and hold up events meanwhile
+        db.session.connection(execution_options={"sqlite_readonly": True})
     try:
         with Bundle(path) as bundle:
             progress("read", 0)
