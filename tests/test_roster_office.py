@@ -4,7 +4,7 @@ from sqlalchemy import select
 
 from school.extensions import db
 from school.roster.importer import import_roster
-from school.roster.models import Guardian, Student
+from school.roster.models import Guardian, SchoolClass, Student, Teacher
 
 from .pages import csrf_token, parse
 from .roster_bundles import MARIA, first_bundle, write_bundle
@@ -24,6 +24,8 @@ def roster(app, tmp_path):
         assert not summary.refused
         ids = {s.sourced_id: s.id for s in db.session.scalars(select(Student))}
         ids |= {g.sourced_id: g.id for g in db.session.scalars(select(Guardian))}
+        ids |= {t.sourced_id: t.id for t in db.session.scalars(select(Teacher))}
+        ids |= {c.sourced_id: c.id for c in db.session.scalars(select(SchoolClass))}
     return ids
 
 
@@ -64,6 +66,12 @@ def test_a_persons_page_shows_links_contacts_language_and_notices(app, auth, adm
     html = client.get(f"/roster/guardians/{roster['g-maria']}").get_data(as_text=True)
     assert "Ana Silva" in html and MARIA in html
     assert "Sports day" in html and "pending" in html
+    html = client.get(f"/roster/teachers/{roster['t-tom']}").get_data(as_text=True)
+    assert "MATH7-1</a> (scheduled)" in html and "7A</a> (homeroom)" in html
+    html = client.get(f"/roster/classes/{roster['c-math']}").get_data(as_text=True)
+    assert "Scheduled class" in html and "Ana Silva" in html and "Cara Li" in html and "Tom Baker" in html
+    html = client.get(f"/roster/classes/{roster['c-n7a']}").get_data(as_text=True)
+    assert "Homeroom class" in html and "Ben Silva" in html and "Cara Li" not in html
 
 
 def test_contacts_to_fix_lists_unreachable_students_and_an_admin_corrects_one(auth, admin_user, roster, client):
