@@ -250,3 +250,28 @@ def test_a_bad_row_for_someone_already_here_leaves_them_as_they_were(roster_app,
     assert not summary.refused and summary.counts["students"].deactivated == 0
     assert any("student st-ana belongs to no known school" in str(p) for p in summary.problems)
     assert ANA in reached(["students"], classes=["MATH7-1"])
+
+
+def test_an_import_lost_with_its_consumer_is_run_again(roster_app, tmp_path):
+    from datetime import timedelta
+
+    from school.roster import imports
+    from school.roster.models import RosterImport
+    from school.timeutil import utcnow
+
+    bundle = write_bundle(tmp_path / "a", first_bundle(), zip_name="a.zip")
+    hour_ago = utcnow() - timedelta(hours=1)
+    lost = RosterImport(filename="a.zip", bundle=bundle.read_bytes(), status="running", started_at=hour_ago,
+                        created_at=hour_ago)
+    running = RosterImport(filename="a.zip", bundle=bundle.read_bytes(), status="running", started_at=utcnow(),
+                           created_at=hour_ago)
+    db.session.add_all([lost, running])
+    db.session.commit()
+    assert imports.stale() == [lost.id]  # the other one is still within its lease
+    imports.run(running.id)
+    assert db.session.get(RosterImport, running.id).status == "running", "a live import is not run twice"
+    imports.run(lost.id)
+    done = db.session.get(RosterImport, lost.id)
+    assert done.status == "done" and done.summary["counts"]["students"]["added"] == 5
+    assert done.bundle is None  # a real run lets the upload go
+    assert set(reached(**MATHS)) == {ANA, CARA, TOM}

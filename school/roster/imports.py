@@ -9,9 +9,10 @@ import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from ..extensions import cache, db
 from ..timeutil import utcnow
@@ -20,6 +21,10 @@ from .models import RosterImport
 
 log = logging.getLogger(__name__)
 MAX_FILENAME = 255
+# An import still "running" this long after it started was lost with its consumer (100,000 students
+# take about two minutes); one still "queued" after DISPATCH_GRACE was lost by the queue.
+LEASE = timedelta(minutes=15)
+DISPATCH_GRACE = timedelta(minutes=1)
 
 Enqueue = Callable[[int], object]
 
@@ -59,10 +64,25 @@ def _dispatch(record: RosterImport, enqueue: Enqueue) -> None:
         _finish(record.id, "failed", error=f"could not be queued: {exc}")
 
 
+def _claimable(now):
+    return or_(RosterImport.status == "queued",
+               and_(RosterImport.status == "running", RosterImport.started_at < now - LEASE))
+
+
+def stale() -> list[int]:
+    """Imports the queue lost (never picked up, or their consumer died): ``run`` them again. A
+    consumer that died mid-import rolled nothing half-way: its transaction never committed."""
+    now = utcnow()
+    return list(db.session.scalars(select(RosterImport.id).where(
+        _claimable(now), RosterImport.created_at < now - DISPATCH_GRACE).order_by(RosterImport.id)))
+
+
 def run(import_id: int) -> None:
     """Claim the import (once, whatever the queue redelivers) and run it."""
+    now = utcnow()
     claimed = db.session.execute(update(RosterImport).where(
-        RosterImport.id == import_id, RosterImport.status == "queued").values(status="running", started_at=utcnow()))
+        RosterImport.id == import_id, _claimable(now)).values(status="running", started_at=now)
+        .execution_options(synchronize_session=False))
     db.session.commit()
     if claimed.rowcount != 1:
         return
