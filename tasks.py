@@ -7,3 +7,4 @@ app = create_app({"CONSUMER": True})
 # Every task module, and the consumer's own hooks (heartbeat, log output).
 import school.consumer  # noqa: E402,F401
 import school.notify.tasks  # noqa: E402,F401
+import school.roster.tasks  # noqa: E402,F401

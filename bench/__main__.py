@@ -13,6 +13,7 @@ from . import (
     fanout_throughput,
     memory,
     progress_polling,
+    roster_import,
     scaling,
 )
 from .report import Report, parse_args
@@ -34,6 +35,7 @@ def main(argv=None) -> None:
         progress_polling.run(stack, report)
         threads = stack.threads
     embedded.run(report, threads, students=max(1, args.students // 5))
+    roster_import.run(report, args.students)
     report.summary()
     print(f"\nbench finished in {(time.monotonic() - started) / 60:.1f} min")
 

@@ -50,12 +50,15 @@ def register_blueprints(app: Flask) -> None:
     from .events.views import bp as events_bp
     from .health.views import bp as health_bp
     from .notify.views import bp as jobs_bp
+    from .roster.api import bp as roster_api_bp
+    from .roster.views import bp as roster_bp
     from .routing import RowId
 
     app.url_map.converters["int"] = RowId  # before any route is added, so every <int:…> uses it
-    for blueprint in (auth_bp, events_bp, jobs_bp, admin_bp, api_bp, health_bp, dev_bp):
+    for blueprint in (auth_bp, events_bp, jobs_bp, admin_bp, api_bp, health_bp, dev_bp, roster_bp, roster_api_bp):
         app.register_blueprint(blueprint)
     csrf.exempt(api_bp)  # the JSON API takes bearer tokens only, never the session cookie
+    csrf.exempt(roster_api_bp)
 
 
 def register_security(app: Flask) -> None:

@@ -1,4 +1,4 @@
-"""``flask --app app …`` commands: seed-demo, create-user, create-token, revoke-token."""
+"""``flask --app app …`` commands: seed-demo, import-roster, create-user, create-token, revoke-token."""
 import click
 from flask import Flask
 from flask.cli import with_appcontext
@@ -6,6 +6,7 @@ from sqlalchemy import select
 
 from .auth.models import ROLES, ApiToken, User
 from .extensions import db
+from .roster.cli import import_roster_command
 from .roster.seed import RosterExists, seed_demo
 
 
@@ -67,5 +68,6 @@ def revoke_token_command(token_or_email: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for command in (seed_demo_command, create_user_command, create_token_command, revoke_token_command):
+    for command in (seed_demo_command, import_roster_command, create_user_command, create_token_command,
+                    revoke_token_command):
         app.cli.add_command(command)

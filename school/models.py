@@ -2,9 +2,11 @@
 from .auth.models import ApiToken, User
 from .events.models import Event
 from .notify.models import Notification, NotificationBatch, NotificationJob
-from .roster.models import Guardian, SchoolClass, Student, Teacher, class_teachers, student_guardians
+from .roster.models import (District, Guardian, RosterImport, School, SchoolClass, Student, Teacher, class_students,
+                            class_teachers, student_guardians)
 
 __all__ = [
     "ApiToken", "User", "Event", "Notification", "NotificationBatch", "NotificationJob",
-    "Guardian", "SchoolClass", "Student", "Teacher", "class_teachers", "student_guardians",
+    "District", "Guardian", "RosterImport", "School", "SchoolClass", "Student", "Teacher", "class_students", "class_teachers",
+    "student_guardians",
 ]

@@ -52,6 +52,19 @@ ACCESS = {
     "health.queue": ADMIN_OR_TOKEN,
     "health.cache": ADMIN_OR_TOKEN,
     "health.prometheus": ADMIN_OR_TOKEN,
+    "roster.index": ADMIN,
+    "roster.upload": ADMIN,
+    "roster.import_detail": ADMIN,
+    "roster.import_progress": ADMIN,
+    "roster.apply": ADMIN,
+    "roster.people": SESSION,
+    "roster.classes": SESSION,
+    "roster.class_detail": SESSION,
+    "roster.person": SESSION,
+    "roster.contacts_to_fix": SESSION,
+    "roster.correct_email": ADMIN,
+    "roster_api.start": ADMIN_TOKEN,
+    "roster_api.status": ADMIN_TOKEN,
 }
 
 REACHED, LOGIN, UNAUTHORIZED, FORBIDDEN = "reached", "sent to log in", "401", "403"
@@ -92,7 +105,8 @@ def world(app, admin_user, staff_user):
     return {"tokens": tokens, "ids": ids, "users": {"staff": staff_user, "admin": admin_user}}
 
 
-ARGUMENTS = {"action": "pause", "name": "00000000000000000001-00000000.eml", "filename": "app.css"}
+ARGUMENTS = {"action": "pause", "name": "00000000000000000001-00000000.eml", "filename": "app.css",
+             "kind": "students", "import_id": 1, "class_id": 1, "person_id": 1, "guardian_id": 1}
 
 
 def routes(app, ids):

@@ -111,7 +111,7 @@ def test_every_state_changing_form_refuses_a_request_without_the_token(app, auth
         admin = authenticate(admin_user.email, admin_user.password)
         event = create_event(parse_event(EVENT), admin, enqueue_fanout)
         staff_id = authenticate(staff_user.email, staff_user.password).id
-        values = {"job_id": event.job.id, "user_id": staff_id, "action": "cancel"}
+        values = {"job_id": event.job.id, "user_id": staff_id, "action": "cancel", "import_id": 1, "guardian_id": 1}
     before = written(app)
     checked = []
     for rule in app.url_map.iter_rules():

@@ -147,17 +147,18 @@ def parse_event(data: dict) -> EventInput:
     audience_data = data.get("audience")
     audience = None
     if not isinstance(audience_data, dict):
-        errors["audience"] = "must be an object with roles, grades and classes"
+        errors["audience"] = "must be an object with roles, and optionally schools, grades and classes"
     else:
-        unknown = set(audience_data) - {"roles", "grades", "classes"}
+        unknown = set(audience_data) - {"roles", "grades", "classes", "schools"}
         if unknown:
             errors["audience"] = "unknown key: " + ", ".join(sorted(map(str, unknown)))
         roles = _list_of(audience_data.get("roles"), str, "roles", errors)
         grades = _list_of(audience_data.get("grades"), int, "grades", errors)
         classes = _list_of(audience_data.get("classes"), str, "classes", errors)
-        if not {"roles", "grades", "classes"} & set(errors):
+        schools = _list_of(audience_data.get("schools"), str, "schools", errors)
+        if not {"roles", "grades", "classes", "schools"} & set(errors):
             try:
-                audience = validate_audience(roles, grades, classes)
+                audience = validate_audience(roles, grades, classes, schools)
             except AudienceError as exc:
                 errors.update(exc.fields)
     if errors:

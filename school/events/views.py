@@ -44,14 +44,15 @@ def form_data(form) -> tuple[dict, list[str]]:
         "title": form.get("title", ""), "description": form.get("description", ""),
         "location": form.get("location", ""), "starts_at": form.get("starts_at", ""),
         "ends_at": form.get("ends_at", ""), "priority": form.get("priority", "normal"),
-        "audience": {"roles": form.getlist("roles"), "grades": grades, "classes": form.getlist("classes")},
+        "audience": {"roles": form.getlist("roles"), "grades": grades, "classes": form.getlist("classes"),
+                     "schools": form.getlist("schools")},
     }
     return data, bad
 
 
 @bp.route("/events/new", methods=["GET", "POST"])
 def new():
-    values = {"priority": "normal", "audience": {"roles": ["guardians"], "grades": [], "classes": []}}
+    values = {"priority": "normal", "audience": {"roles": ["guardians"], "grades": [], "classes": [], "schools": []}}
     errors = {}
     if request.method == "POST":
         values, bad_grades = form_data(request.form)
@@ -86,7 +87,7 @@ def _unknown_grades(raw: list[str]) -> str:
 
 def _reach(audience: dict):
     try:
-        chosen = validate_audience(audience["roles"], audience["grades"], audience["classes"])
+        chosen = validate_audience(audience["roles"], audience["grades"], audience["classes"], audience["schools"])
     except AudienceError as exc:
         return {"error": "; ".join(exc.fields.values())}
     return {"count": cached_count(chosen), "audience": chosen}

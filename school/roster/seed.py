@@ -6,7 +6,8 @@ from sqlalchemy import delete, func, insert, select, text
 
 from ..extensions import db
 from .services import roster_changed
-from .models import Guardian, SchoolClass, Student, Teacher, class_teachers, student_guardians
+from .models import (District, Guardian, School, SchoolClass, Student, Teacher, class_students, class_teachers,
+                     student_guardians)
 
 GRADES = range(1, 13)
 STUDENTS_PER_CLASS = 25
@@ -16,6 +17,7 @@ LAST = ("Adams", "Berg", "Costa", "Dubois", "Eze", "Fischer", "Garcia", "Haddad"
         "Lopez", "Moreau", "Nakamura", "Okafor", "Petrov", "Rossi", "Silva", "Tanaka", "Umarov", "Weber", "Yilmaz")
 LANGUAGES = ("en", "en", "en", "es", "fr", "de", "ar", "tr")
 CHUNK = 10_000
+SCHOOL_ID = 1
 
 
 class RosterExists(RuntimeError):
@@ -31,13 +33,12 @@ class SeedSummary:
 
 
 def roster_exists() -> bool:
-    return db.session.scalar(select(func.count()).select_from(Student)) > 0 or \
-        db.session.scalar(select(func.count()).select_from(SchoolClass)) > 0
+    return any(db.session.scalar(select(func.count()).select_from(model)) > 0 for model in (Student, SchoolClass, School))
 
 
 def reset_roster() -> None:
-    for table in (student_guardians, class_teachers, Student.__table__, Guardian.__table__,
-                  Teacher.__table__, SchoolClass.__table__):
+    for table in (student_guardians, class_teachers, class_students, Student.__table__, Guardian.__table__,
+                  Teacher.__table__, SchoolClass.__table__, School.__table__, District.__table__):
         db.session.execute(delete(table))
 
 
@@ -50,7 +51,7 @@ def _fix_sequences() -> None:
     """Explicit ids bypass PostgreSQL's sequences; move them past what was written."""
     if db.engine.dialect.name != "postgresql":
         return
-    for table in ("classes", "students", "guardians", "teachers"):
+    for table in ("schools", "classes", "students", "guardians", "teachers"):
         db.session.execute(text(
             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"  # nosec B608  # table from the fixed tuple above
         ))
@@ -68,7 +69,8 @@ def seed_demo(students: int, reset: bool = False, seed: int = 42) -> SeedSummary
     classes = []
     for grade in GRADES:
         for index in range(classes_per_grade):
-            classes.append({"id": len(classes) + 1, "grade": grade, "name": f"{grade}{_letters(index)}"})
+            classes.append({"id": len(classes) + 1, "grade": grade, "name": f"{grade}{_letters(index)}",
+                            "school_id": SCHOOL_ID, "kind": "homeroom"})
     by_grade = {g: [c for c in classes if c["grade"] == g] for g in GRADES}
 
     student_rows, guardian_rows, links = [], [], []
@@ -97,7 +99,7 @@ def seed_demo(students: int, reset: bool = False, seed: int = 42) -> SeedSummary
             school_class = by_grade[grade][((sid - 1) // len(GRADES)) % classes_per_grade]
             student_rows.append({
                 "id": sid, "name": f"{rng.choice(FIRST)} {surname}", "grade": grade,
-                "class_id": school_class["id"],
+                "class_id": school_class["id"], "school_id": SCHOOL_ID,
                 "email": f"student{sid}@example.org" if grade >= 7 else None,
             })
             links.extend({"student_id": sid, "guardian_id": gid} for gid in guardian_ids)
@@ -106,15 +108,16 @@ def seed_demo(students: int, reset: bool = False, seed: int = 42) -> SeedSummary
     for school_class in classes:
         tid = len(teacher_rows) + 1
         teacher_rows.append({"id": tid, "name": f"{rng.choice(FIRST)} {rng.choice(LAST)}",
-                             "email": f"teacher{tid}@example.org"})
+                             "email": f"teacher{tid}@example.org", "school_id": SCHOOL_ID})
         teaching.append({"class_id": school_class["id"], "teacher_id": tid})
     # Subject teachers who teach every class of a grade.
     for grade in GRADES:
         tid = len(teacher_rows) + 1
         teacher_rows.append({"id": tid, "name": f"{rng.choice(FIRST)} {rng.choice(LAST)}",
-                             "email": f"teacher{tid}@example.org"})
+                             "email": f"teacher{tid}@example.org", "school_id": SCHOOL_ID})
         teaching.extend({"class_id": c["id"], "teacher_id": tid} for c in by_grade[grade])
 
+    _bulk(School.__table__, [{"id": SCHOOL_ID, "name": "Demo School", "identifier": "demo"}])
     _bulk(SchoolClass.__table__, classes)
     _bulk(Teacher.__table__, teacher_rows)
     _bulk(class_teachers, teaching)

@@ -3,8 +3,8 @@ from sqlalchemy import select
 
 from ..caching.versions import ROSTER, changed, remember, version
 from ..extensions import db
-from .audience import Audience, AudienceCount, count
-from .models import SchoolClass
+from .audience import Audience, AudienceCount, count, grade_label
+from .models import School, SchoolClass
 
 
 def roster_changed() -> None:
@@ -13,7 +13,8 @@ def roster_changed() -> None:
 
 
 def cached_count(audience: Audience) -> AudienceCount:
-    key = f"reach:{version(ROSTER)}:{'|'.join(audience.roles)}:{audience.grades}:{audience.classes}"
+    key = (f"reach:{version(ROSTER)}:{'|'.join(audience.roles)}:{audience.grades}:{audience.classes}"
+           f":{audience.schools}")
     return remember(key, lambda: count(audience))
 
 
@@ -22,9 +23,24 @@ def audience_choices() -> dict:
 
 
 def _audience_choices() -> dict:
-    rows = db.session.execute(select(SchoolClass.grade, SchoolClass.name).order_by(
-        SchoolClass.grade, SchoolClass.name)).all()
+    rows = db.session.execute(select(SchoolClass.grade, SchoolClass.name, SchoolClass.kind).where(
+        SchoolClass.active).order_by(SchoolClass.grade, SchoolClass.kind, SchoolClass.name)).all()
     grades: dict[int, list[str]] = {}
-    for grade, name in rows:
-        grades.setdefault(grade, []).append(name)
-    return {"grades": grades}
+    scheduled: dict[int, list[str]] = {}
+    for grade, name, kind in rows:
+        names = grades.setdefault(grade, []) if kind == "homeroom" else scheduled.setdefault(grade, [])
+        if name not in names:  # two schools may both have a "7B"; the school choice tells them apart
+            names.append(name)
+    schools = db.session.execute(select(School.identifier, School.sourced_id, School.name).where(
+        School.active).order_by(School.name)).all()
+    return {
+        "grades": {g: grades.get(g, []) for g in sorted({*grades, *scheduled}, key=_grade_order)},
+        "scheduled": scheduled,
+        "labels": {g: grade_label(g) for g in {*grades, *scheduled}},
+        "schools": [(identifier or sourced_id, name) for identifier, sourced_id, name in schools
+                    if identifier or sourced_id] if len(schools) > 1 else [],
+    }
+
+
+def _grade_order(grade: int | None) -> int:
+    return 99 if grade is None else grade

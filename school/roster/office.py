@@ -1,0 +1,99 @@
+"""What the office looks up: people and classes by name or email, one person's links and notices,
+and the students no guardian can be reached for by email."""
+from dataclasses import dataclass
+
+from sqlalchemy import exists, func, or_, select
+
+from ..extensions import db
+from ..notify.models import Notification, NotificationJob
+from ..events.models import Event
+from .bundle import check_email
+from .models import Guardian, School, SchoolClass, Student, Teacher, student_guardians
+from .services import roster_changed
+
+PEOPLE = {"students": Student, "guardians": Guardian, "teachers": Teacher}
+PER_PAGE = 50
+
+
+def search_people(kind: str, query: str, page: int, include_inactive: bool = False):
+    model = PEOPLE[kind]
+    statement = select(model).order_by(model.name, model.id)
+    if not include_inactive:
+        statement = statement.where(model.active)
+    query = query.strip()
+    if query:
+        like = f"%{query.lower()}%"
+        statement = statement.where(or_(func.lower(model.name).like(like), func.lower(model.email).like(like),
+                                        func.lower(model.invalid_email).like(like)))
+    return db.paginate(statement, page=page, per_page=PER_PAGE, error_out=False)
+
+
+def search_classes(query: str, page: int):
+    statement = select(SchoolClass).where(SchoolClass.active).order_by(SchoolClass.school_id, SchoolClass.grade,
+                                                                      SchoolClass.name)
+    if query.strip():
+        like = f"%{query.strip().lower()}%"
+        statement = statement.where(or_(func.lower(SchoolClass.name).like(like), func.lower(SchoolClass.title).like(like)))
+    return db.paginate(statement, page=page, per_page=PER_PAGE, error_out=False)
+
+
+@dataclass
+class NoticeSent:
+    event_id: int
+    title: str
+    status: str
+    sent_at: object
+    error: str | None
+
+
+def notices_for(email: str | None, limit: int = 50) -> list[NoticeSent]:
+    """The notices sent to this address, newest first, with each outcome (until retention purges them)."""
+    if not email:
+        return []
+    rows = db.session.execute(
+        select(Event.id, Event.title, Notification.status, Notification.sent_at, Notification.last_error)
+        .join(NotificationJob, NotificationJob.id == Notification.job_id)
+        .join(Event, Event.id == NotificationJob.event_id)
+        .where(Notification.email == email.strip().lower())
+        .order_by(Notification.id.desc()).limit(limit)).all()
+    return [NoticeSent(*row) for row in rows]
+
+
+def _reachable_guardian():
+    return exists().where(student_guardians.c.student_id == Student.id,
+                          student_guardians.c.guardian_id == Guardian.id,
+                          Guardian.active, func.coalesce(func.trim(Guardian.email), "") != "")
+
+
+def contacts_to_fix(page: int):
+    """Active students none of whose active guardians has a usable email, by school and class."""
+    statement = (select(Student, School.name, SchoolClass.name)
+                 .outerjoin(School, School.id == Student.school_id)
+                 .outerjoin(SchoolClass, SchoolClass.id == Student.class_id)
+                 .where(Student.active, ~_reachable_guardian())
+                 .order_by(School.name, SchoolClass.name, Student.name, Student.id))
+    total = db.session.scalar(select(func.count()).select_from(Student).where(Student.active, ~_reachable_guardian()))
+    rows = db.session.execute(statement.limit(PER_PAGE).offset((page - 1) * PER_PAGE)).all()
+    return rows, total
+
+
+class ContactError(ValueError):
+    pass
+
+
+def correct_email(guardian_id: int, value: str) -> Guardian:
+    """Set a guardian's address by hand; an invalid one is refused with the reason."""
+    guardian = db.session.get(Guardian, guardian_id)
+    if guardian is None:
+        raise LookupError(guardian_id)
+    email, invalid = check_email(value)
+    if invalid or not email:
+        raise ContactError("Enter a valid email address, such as name@example.org.")
+    guardian.email, guardian.invalid_email = email, None
+    db.session.commit()
+    roster_changed()
+    return guardian
+
+
+__all__ = ["PEOPLE", "ContactError", "NoticeSent", "contacts_to_fix", "correct_email", "notices_for",
+           "search_classes", "search_people"]
