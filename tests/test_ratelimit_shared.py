@@ -13,27 +13,7 @@ import pytest
 
 from school.notify.ratelimit import FLOOR, MailRateLimit
 from tests.support.host import ROOT
-from tests.test_ratelimit import busiest_second
 
-# seed_demo(1200) puts 100 students in each grade; students from grade 7 up have an address.
-GRADE_SEVEN = {"roles": ["students"], "grades": [7], "classes": []}
-
-
-@pytest.mark.slow
-def test_two_consumers_without_redis_share_one_limit(make_school, smtp_server, consumer):
-    school = make_school(students=1200, smtp=smtp_server, MAIL_RATE_LIMIT="10/second", NOTIFY_BATCH_SIZE=10)
-    consumers = [consumer(school, workers=2), consumer(school, workers=2)]
-    created = school.create_event(GRADE_SEVEN, title="Swimming gala")
-    received = smtp_server.wait_for_count(100, timeout=90)
-    job = school.wait_job_done(created["job_id"], timeout=30)
-    assert (job["status"], job["sent"]) == ("done", 100)
-    assert len(received) == len({m.rcpt for m in received}) == 100
-    busiest = busiest_second([m.at for m in received])
-    print(f"\nRATE LIMIT without Redis: 2 consumers at 10/second, busiest second {busiest}, "
-          f"{len(received)} received in {max(m.at for m in received) - min(m.at for m in received):.1f} s")
-    assert busiest <= 11
-    for handle in consumers:  # both sent, so the limit was shared, not obeyed by a lone consumer
-        assert "send_batch" in handle.log(), f"consumer {handle.pid} sent nothing"
 
 
 # --- one limit object per process, as in each consumer ------------------------------------------
