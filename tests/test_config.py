@@ -170,7 +170,7 @@ def test_sqlite_shares_the_database_in_wal_mode_with_a_busy_timeout(app):
 
 def _flask_routes(tmp_path, **env):
     """``flask --app app routes`` in a process of its own, with only these settings."""
-    clean = {k: v for k, v in os.environ.items() if k not in SETTINGS and not k.startswith("FLASK_")}
+    clean = {k: v for k, v in clean_environ().items() if not k.startswith("FLASK_")}
     flask = Path(sys.executable).parent / "flask"
     return subprocess.run([str(flask), "--app", "app", "routes"], cwd=ROOT, capture_output=True, text=True,
                           timeout=60, env=clean | {"DATA_DIR": str(tmp_path), **env})
