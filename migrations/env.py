@@ -108,6 +108,9 @@ def run_migrations_online():
         with sqlite_foreign_keys_off(connection):
             with context.begin_transaction():
                 context.run_migrations()
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("RESET statement_timeout")  # back to the app's, for the pool
+            connection.commit()
 
 
 @contextmanager

@@ -36,7 +36,7 @@ def test_the_api_names_unknown_schools_and_classes_outside_the_chosen_schools(di
 
 
 def test_the_form_offers_schools_and_both_kinds_of_class(district):
-    client = district.logged_in_client()
+    client = district.admin().client
     html = client.get("/events/new").get_data(as_text=True)
     assert 'name="schools" value="N"' in html and "North School" in html and "South School" in html
     assert 'value="MATH7-1"' in html and "scheduled:" in html

@@ -146,7 +146,7 @@ def refused(path: Path) -> list[str]:
 
 
 def test_a_missing_required_column_is_refused_naming_file_and_column(roster_app, tmp_path):
-    from .roster_bundles import USERS
+    from tests.support.roster import USERS
 
     headers = {"users.csv": tuple(c for c in USERS if c != "familyName")}
     problems = refused(write_bundle(tmp_path / "a", first_bundle(), headers=headers))

@@ -58,8 +58,8 @@ def test_a_persons_page_shows_links_contacts_language_and_notices(app, auth, adm
         event = create_event(parse_event({"title": "Sports day", "starts_at": "2031-06-12T09:00:00Z",
                                           "ends_at": "2031-06-12T15:00:00Z",
                                           "audience": {"roles": ["guardians"], "classes": ["7A"], "schools": ["N"]}}),
-                             admin)
-        run_fanout(event.job.id, "test", lambda batch_id, priority: None)
+                             admin, lambda job_id, priority: None)
+        run_fanout(event.job.id, lambda batch_id, priority: None)
     auth.login_as(admin_user)
     html = client.get(f"/roster/students/{roster['st-ana']}").get_data(as_text=True)
     assert "Homeroom" in html and "MATH7-1" in html and "Maria Silva" in html and "pt" in html

@@ -123,6 +123,7 @@ def call(app, world, caller: str, endpoint: str, method: str, url: str):
     headers = {}
     if caller in ("staff", "admin"):
         AuthActions(client).login_as(world["users"][caller])
+        token = csrf_token(client.get("/events/new").data)  # a login starts a new session, with a new token
     elif caller.endswith("token"):
         headers["Authorization"] = f"Bearer {world['tokens'][caller]}"
     if method == "GET":

@@ -308,7 +308,7 @@ def test_wrong_passwords_sent_at_once_get_no_more_answers_than_the_limit(store, 
     processes): five are checked and told so, the other fifteen are refused unchecked."""
     if store == "redis":
         school = make_school(redis=request.getfixturevalue("redis_server"))
-        other_process = create_app(config_module.load(school.env) | {"TESTING": True})
+        other_process = build_app(school.env)
         servers = [live_server(school.app), live_server(other_process)]
     else:
         school = make_school()
