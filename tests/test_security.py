@@ -13,7 +13,7 @@ from school.events.models import Event
 from school.extensions import db
 from school.notify.models import NotificationJob
 from school.auth.throttle import THROTTLED
-from tests.support.accounts import ADMIN, ADMIN_EMAIL, ADMIN_PASSWORD, AuthActions, add_user, issue_token
+from tests.support.accounts import ADMIN, ADMIN_EMAIL, ADMIN_PASSWORD, add_user, issue_token
 from tests.support.browser import Watch, log_in
 from tests.support.host import wait_for
 from tests.support.pages import csrf_token, parse
