@@ -31,7 +31,7 @@ from .completion import finish_if_complete
 from .leases import LeaseLost, db_now
 from .letter import Letter
 from .models import BatchStatus, JobStatus, Notification, NotificationBatch, NotificationJob, RecipientStatus
-from .transport import DEFERRED, HELD, OUTAGE, REFUSED, THROTTLED, SendError, SmtpSession
+from .transport import DEFERRED, HELD, OUTAGE, REFUSED, THROTTLED, SendError, SmtpSession, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ class BatchRun:
         letter = Letter(event, self.job_id)
         self.limit = ratelimit.for_config(self.config)
         try:
-            with SmtpSession() as smtp, ledger_for(self.batch_id, self.owner) as ledger, self.keeping_lease():
+            with ledger_for(self.batch_id, self.owner) as ledger, self.keeping_lease(), self.smtp_session() as smtp:
                 while todo:
                     recipient = todo.popleft()
                     if self.check_in():
@@ -255,9 +255,25 @@ class BatchRun:
             if exc.kind == HELD:
                 return self.hold(exc.reply)
             return self.wait_out("mail server", exc.reply)
-        except RedisError as exc:  # the shared rate limit is unreachable
+        except Stopped:  # the consumer stops while every connection of the cap is in use
+            return release(self.batch_id, self.owner)
+        except RedisError as exc:  # the shared rate limit (or the connection cap) is unreachable
             return self.wait_out("Redis", f"Redis unreachable ({type(exc).__name__}: {exc})")
         return self.settle()
+
+    @contextmanager
+    def smtp_session(self):
+        """A connection from the pool. Waiting for one (every connection of MAIL_MAX_CONNECTIONS in
+        use) or opening it counts as an exchange, so the lease is kept meanwhile."""
+        self.exchange_started = time.monotonic()
+        try:
+            session = SmtpSession(should_stop=worker.stopping.is_set).__enter__()
+        finally:
+            self.exchange_started = None
+        try:
+            yield session
+        finally:
+            session.__exit__(None, None, None)
 
     def recipients(self) -> list:
         """Who is left to send, in order. Rows left "sending" by a worker that died are in doubt:
