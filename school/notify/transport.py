@@ -134,6 +134,11 @@ def _by_code(code: int, text, stage: str) -> SendError:
 LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
+def _content(data: bytes) -> bytes:
+    """The message as DATA carries it: leading dots doubled, ended by a lone dot."""
+    return LEADING_DOT.sub(b"..", data) + (b"" if data.endswith(b"\r\n") else b"\r\n") + b".\r\n"
+
+
 def _pipelined(host: smtplib.SMTP, sender: str, to: str, data: bytes, smtputf8: bool = False) -> None:
     """Send one message in two round trips instead of four: MAIL, RCPT and DATA written at once,
     then the content (RFC 2920 PIPELINING). Raises what ``SMTP.sendmail`` raises for the same
@@ -153,7 +158,7 @@ def _pipelined(host: smtplib.SMTP, sender: str, to: str, data: bytes, smtputf8: 
             raise smtplib.SMTPRecipientsRefused({to: rcpt_reply})
         if data_reply[0] != 354:
             raise smtplib.SMTPDataError(*data_reply)
-        host.send(LEADING_DOT.sub(b"..", data) + (b"" if data.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        host.send(_content(data))
         reply = host.getreply()
         if reply[0] != 250:
             raise smtplib.SMTPDataError(*reply)
@@ -443,7 +448,111 @@ class SmtpSession:
         finally:
             connection.last_used = time.monotonic()
 
+    # -- pipelining across messages (RFC 2920): one round trip a message in steady state --
+
+    pending = None  # (key, content) of the message whose DATA got 354 and whose content waits
+
+    def submit(self, outgoing: Outgoing, key) -> list:
+        """Send ``outgoing``: the waiting content of the message before it (if any) and this
+        message's MAIL, RCPT and DATA go in one write. Its content waits for the next ``submit``
+        (or ``flush``). Returns ``[(key, SendError or None), ...]`` for every message whose outcome
+        is now known, in the order they were sent; each reply is matched to its message."""
+        if self.pool is None:
+            self.send(outgoing)
+            return [(key, None)]
+        if self.pending is None:
+            host = self._ready()
+        else:
+            host = self.connection.host
+        try:
+            to = envelope_address(outgoing.to, host.has_extn("smtputf8"))
+        except SendError as error:
+            return [*self.flush(), (key, error)]
+        if not host.has_extn("pipelining"):
+            results = self.flush()
+            try:
+                self.send(outgoing)
+                return [*results, (key, None)]
+            except SendError as error:
+                return [*results, (key, error)]
+        option = " SMTPUTF8" if not (outgoing.sender + to).isascii() else ""
+        envelope = f"MAIL FROM:<{one_line(outgoing.sender)}>{option}\r\nRCPT TO:<{to}>\r\nDATA\r\n".encode("utf-8")
+        before, self.pending = self.pending, None
+        results = []
+        connection = self.connection
+        connection.unsettled = True
+        try:
+            host.send((before[1] if before else b"") + envelope)
+            if before is not None:
+                reply = host.getreply()
+                error = None if reply[0] == 250 else _by_code(reply[0], reply[1], "data")
+                results.append((before[0], error))
+                before = None
+                if error is not None and reply[0] == 421:
+                    self._close()  # the server is closing: this message was not sent either
+                    return [*results, (key, error)]
+            replies = host.getreply(), host.getreply(), host.getreply()
+        except (smtplib.SMTPException, OSError) as exc:
+            error = classify(exc)
+            self._close()
+            return [*results, *([(before[0], error)] if before else []), (key, error)]
+        finally:
+            connection.last_used = time.monotonic()
+        (mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text) = replies
+        refused = mail_code != 250 or rcpt_code not in (250, 251)
+        if refused and data_code == 354:
+            self._close()  # content it should have refused: ending it could deliver an empty message
+            return [*results, (key, SendError(OUTAGE, f"the server accepted DATA after refusing {replies[:2]}"))]
+        if not refused and data_code == 354:
+            self.pending = (key, _content(outgoing.data))
+            return results
+        if mail_code != 250:
+            error = _by_code(mail_code, mail_text, "mail")
+        elif refused:
+            error = _by_code(rcpt_code, rcpt_text, "rcpt")
+        else:
+            error = _by_code(data_code, data_text, "data")
+        self._reset(error)
+        return [*results, (key, error)]
+
+    def _reset(self, error: SendError) -> None:
+        """After a refusal: RSET keeps the connection for the next message (closed after a 421)."""
+        if error.kind == THROTTLED and error.reply.startswith("421"):
+            self._close()
+            return
+        try:
+            self.connection.host.rset()
+            self.connection.unsettled = False
+        except (smtplib.SMTPException, OSError):
+            self._close()
+
+    def flush(self) -> list:
+        """Send the waiting content and read its reply: ``[(key, SendError or None)]`` or ``[]``."""
+        if self.pending is None:
+            return []
+        (key, content), self.pending = self.pending, None
+        connection = self.connection
+        try:
+            connection.host.send(content)
+            code, text = connection.host.getreply()
+        except (smtplib.SMTPException, OSError) as exc:
+            self._close()
+            return [(key, classify(exc))]
+        finally:
+            connection.last_used = time.monotonic()
+        connection.unsettled = False
+        if code == 250:
+            return [(key, None)]
+        error = _by_code(code, text, "data")
+        if error.kind == THROTTLED and code == 421:
+            self._close()
+        return [(key, error)]
+
     def __exit__(self, *exc_info) -> None:
         connection, self.connection = self.connection, None
         if connection is not None and self.pool is not None:
-            self.pool.checkin(connection)
+            if self.pending is not None:  # content never sent: the message was not delivered
+                self.pending = None
+                self.pool.discard(connection)
+            else:
+                self.pool.checkin(connection)
