@@ -13,6 +13,7 @@ from . import (
     fanout_throughput,
     memory,
     progress_polling,
+    remote_server,
     roster_import,
     scaling,
 )
@@ -33,6 +34,7 @@ def main(argv=None) -> None:
         memory.run(stack, report)
         create_under_load.run(stack, report)
         progress_polling.run(stack, report)
+        remote_server.run(stack, report)
         threads = stack.threads
     embedded.run(report, threads, students=max(1, args.students // 5))
     roster_import.run(report, args.students)

@@ -271,6 +271,7 @@ class Stack:
         self.runs: dict[tuple, FanoutRun] = {}
         self.sizes: dict[str, int] = {}
         self.memo: dict[str, object] = {}
+        self.overrides: dict[str, str] = {}  # settings of the consumers started from now on
 
     def say(self, message: str) -> None:
         if self.verbose:
@@ -352,6 +353,7 @@ class Stack:
             env["REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
         else:
             env["APP_ENV"] = "development"  # production insists on PostgreSQL and Redis
+        env.update(self.overrides)
         env.update({k: str(v) for k, v in extra.items()})
         return env
 

@@ -165,6 +165,12 @@ def load(env=None) -> dict:
         "MAIL_DEFAULT_SENDER": env.get("MAIL_DEFAULT_SENDER", "School <notices@school.example.org>"),
         "MAIL_TIMEOUT": _float(env, "MAIL_TIMEOUT", 30.0),
         "MAIL_RATE_LIMIT": _rate_limit(env.get("MAIL_RATE_LIMIT", "0")),
+        # Open SMTP connections allowed at once, shared by every consumer on every machine (0 = no cap).
+        "MAIL_MAX_CONNECTIONS": max(0, _int(env, "MAIL_MAX_CONNECTIONS", 0)),
+        # Seconds an SMTP connection may sit unused in a consumer's pool before it is closed.
+        "MAIL_IDLE_TIMEOUT": max(0.0, _float(env, "MAIL_IDLE_TIMEOUT", 30.0)),
+        "MAIL_TLS_VERIFY": _bool(env.get("MAIL_TLS_VERIFY"), default=True),
+        "MAIL_TLS_CA_FILE": env.get("MAIL_TLS_CA_FILE") or None,
         "NOTIFY_BATCH_SIZE": batch_size,
         "NOTIFY_RETRIES": _int(env, "NOTIFY_RETRIES", 3),
         "NOTIFY_RETRY_DELAY": _float(env, "NOTIFY_RETRY_DELAY", 5.0),

@@ -1,8 +1,11 @@
 """Sending one batch: claim it with a lease, send each pending recipient, record every outcome.
 
-A recipient is marked ``sending`` before the SMTP exchange and ``sent`` right after it, one commit
-per message, so a consumer that dies mid-batch leaves at most the one message it was sending in
-doubt. Whoever recovers the batch sends that one again with the same Message-ID.
+A recipient is marked ``sending`` before its MAIL FROM goes out and ``sent`` once its final reply
+came, one commit each. Over a server that offers PIPELINING a message's content travels with the
+next message's MAIL, RCPT and DATA (one round trip a message), so two rows of a worker may be
+``sending`` at once, but only one of them has had its content reach the server: a consumer that
+dies mid-batch leaves at most that one message per worker thread in doubt. Whoever recovers the
+batch sends it (and the other) again with the same Message-ID.
 
 What a reply means decides what happens (see ``transport``): a recipient's own refusal is
 recorded on that recipient and the batch goes on; a temporary one is tried again later, up to
@@ -31,7 +34,7 @@ from .completion import finish_if_complete
 from .leases import LeaseLost, db_now
 from .letter import Letter
 from .models import BatchStatus, JobStatus, Notification, NotificationBatch, NotificationJob, RecipientStatus
-from .transport import DEFERRED, HELD, OUTAGE, REFUSED, THROTTLED, SendError, SmtpSession
+from .transport import DEFERRED, HELD, OUTAGE, REFUSED, THROTTLED, SendError, SmtpSession, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -225,39 +228,60 @@ class BatchRun:
         letter = Letter(event, self.job_id)
         self.limit = ratelimit.for_config(self.config)
         try:
-            with SmtpSession() as smtp, ledger_for(self.batch_id, self.owner) as ledger, self.keeping_lease():
+            with ledger_for(self.batch_id, self.owner) as ledger, self.keeping_lease(), self.smtp_session() as smtp:
+                # Messages whose replies are still to come (pipelining across messages: a message's
+                # final reply arrives with the next message's envelope replies): id -> (recipient, permit).
+                self.in_flight, self.landed = {}, []
                 while todo:
                     recipient = todo.popleft()
                     if self.check_in():
-                        return self.stop(self.halt)
+                        self.landed += self.exchange(smtp.flush)
+                        return self.after(ledger, todo) or self.stop(self.halt)
                     following = todo[0].id if todo else None
                     message = self.compose(letter, ledger, recipient, following)
                     if message is None:
                         continue
                     ledger.start(recipient.id)
                     # Wait for the rate limit last, so nothing but the SMTP exchange lies between the
-                    # slot the limit gave and the message reaching the server.
+                    # slot the limit gave and the message reaching the server. A message whose
+                    # content waits is sent while the limit makes this one wait.
                     permit = None if worker.stopping.is_set() else self.limit.acquire(
-                        should_stop=lambda: worker.stopping.is_set() or self.check_in())
+                        should_stop=lambda: self.waiting(smtp) or worker.stopping.is_set() or self.check_in())
                     if permit is None:
-                        return self.stop(self.halt) if self.halt else release(self.batch_id, self.owner)
-                    outcome = self.deliver(smtp, ledger, permit, message, recipient, following)
-                    if outcome == THROTTLED:
-                        todo.append(recipient)  # again at the end of this pass, at the slower pace
-                        if self.throttles_in_a_row >= THROTTLES_IN_A_ROW:
-                            return self.hold(f"the mail server keeps asking us to slow down ({self.last_error})")
-                    elif outcome == HELD:
-                        return self.hold(self.last_error.reply)
-                    elif outcome == OUTAGE:
-                        return self.wait_out("mail server", self.last_error.reply)
+                        self.landed += self.exchange(smtp.flush)
+                        ended = self.after(ledger, todo)
+                        return ended or (self.stop(self.halt) if self.halt else release(self.batch_id, self.owner))
+                    self.in_flight[recipient.id] = (recipient, permit)
+                    self.landed += self.exchange(smtp.submit, message, recipient)
+                    if ended := self.after(ledger, todo):
+                        return ended
+                self.landed += self.exchange(smtp.flush)
+                if ended := self.after(ledger, todo):
+                    return ended
         except SendError as exc:  # could not even connect, or the server refused us at once
             self.last_error = exc
             if exc.kind == HELD:
                 return self.hold(exc.reply)
             return self.wait_out("mail server", exc.reply)
-        except RedisError as exc:  # the shared rate limit is unreachable
+        except Stopped:  # the consumer stops while every connection of the cap is in use
+            return release(self.batch_id, self.owner)
+        except RedisError as exc:  # the shared rate limit (or the connection cap) is unreachable
             return self.wait_out("Redis", f"Redis unreachable ({type(exc).__name__}: {exc})")
         return self.settle()
+
+    @contextmanager
+    def smtp_session(self):
+        """A connection from the pool. Waiting for one (every connection of MAIL_MAX_CONNECTIONS in
+        use) or opening it counts as an exchange, so the lease is kept meanwhile."""
+        self.exchange_started = time.monotonic()
+        try:
+            session = SmtpSession(should_stop=worker.stopping.is_set).__enter__()
+        finally:
+            self.exchange_started = None
+        try:
+            yield session
+        finally:
+            session.__exit__(None, None, None)
 
     def recipients(self) -> list:
         """Who is left to send, in order. Rows left "sending" by a worker that died are in doubt:
@@ -279,33 +303,62 @@ class BatchRun:
                           reply=f"not sent: the message could not be composed ({type(exc).__name__})")
             return None
 
-    def deliver(self, smtp: SmtpSession, ledger: "Ledger", permit, message, recipient,
-                following: int | None) -> str:
-        """Send one message and record its outcome; returns "sent" or the kind of the refusal."""
+    def exchange(self, call, *args) -> list:
+        """One write and its replies (see ``SmtpSession.submit``), timed, the lease kept meanwhile."""
         self.exchange_started = time.monotonic()
         try:
-            with permit:  # the limit counts the message as in flight until this ends
-                record.timed_send(smtp.send, message)
-        except SendError as exc:
-            self.last_error = exc
-            if exc.kind == REFUSED:
-                ledger.record(recipient.id, RecipientStatus.FAILED, following, reply=exc.reply)
-            elif exc.kind == DEFERRED:
+            return record.timed_send(lambda _: call(*args), None)
+        finally:
+            self.exchange_started = None
+
+    def waiting(self, smtp: SmtpSession) -> bool:
+        """While the rate limit makes a message wait, the one before it is finished."""
+        if smtp.pending is not None:
+            self.landed += self.exchange(smtp.flush)
+        return False
+
+    def after(self, ledger: "Ledger", todo: deque) -> str | None:
+        """Record every message whose reply came; what became of the batch if it must stop here."""
+        landed, self.landed = self.landed, []
+        stop = None
+        for recipient, error in landed:
+            _recipient, permit = self.in_flight.pop(recipient.id)
+            permit.done()  # the limit counted the message as in flight until its reply
+            kind = self.outcome(ledger, recipient, error)
+            if kind == THROTTLED:
+                todo.append(recipient)  # again at the end of this pass, at the slower pace
+                if self.throttles_in_a_row >= THROTTLES_IN_A_ROW and stop is None:
+                    stop = f"the mail server keeps asking us to slow down ({self.last_error})"
+            elif kind in (HELD, OUTAGE) and stop is None:
+                stop = kind
+        if stop is None:
+            return None
+        for _recipient, permit in self.in_flight.values():  # its content was never sent
+            permit.done()
+        if stop == OUTAGE:
+            return self.wait_out("mail server", self.last_error.reply)
+        return self.hold(self.last_error.reply if stop == HELD else stop)
+
+    def outcome(self, ledger: "Ledger", recipient, error: SendError | None) -> str:
+        """Record one message's outcome; returns "sent" or the kind of the refusal."""
+        if error is not None:
+            self.last_error = error
+            if error.kind == REFUSED:
+                ledger.record(recipient.id, RecipientStatus.FAILED, reply=error.reply)
+            elif error.kind == DEFERRED:
                 self.deferred = True
                 spent = recipient.deferrals + 1 > self.config["NOTIFY_RETRIES"]
                 ledger.record(recipient.id, RecipientStatus.FAILED if spent else RecipientStatus.PENDING,
-                              following, reply=exc.reply, deferred=True)
-            elif exc.kind == THROTTLED:
+                              reply=error.reply, deferred=True)
+            elif error.kind == THROTTLED:
                 self.limit.throttled()  # every consumer slows down, then recovers while replies are good
                 self.throttles_in_a_row += 1
-                ledger.record(recipient.id, RecipientStatus.PENDING, following, reply=exc.reply)
+                ledger.record(recipient.id, RecipientStatus.PENDING, reply=error.reply)
             else:  # HELD or OUTAGE: the whole batch stops here, this recipient still to send
-                ledger.record(recipient.id, RecipientStatus.PENDING, None, reply=exc.reply)
-            return exc.kind
-        finally:
-            self.exchange_started = None
+                ledger.record(recipient.id, RecipientStatus.PENDING, reply=error.reply)
+            return error.kind
         self.limit.accepted()
-        ledger.record(recipient.id, RecipientStatus.SENT, following, sent_at=utcnow())
+        ledger.record(recipient.id, RecipientStatus.SENT, sent_at=utcnow())
         self.throttles_in_a_row = 0
         self.sent_since_check += 1
         return "sent"

@@ -445,3 +445,123 @@ def for_config(config) -> MailRateLimit:
         if key not in _limits:
             _limits[key] = MailRateLimit(*key)
         return _limits[key]
+
+
+# The cap on open SMTP connections (MAIL_MAX_CONNECTIONS): a counting semaphore whose holders are
+# leases. Each open connection holds one slot, renewed while it stays open; a process that dies
+# stops renewing, and its slots come free once their leases run out (its connections died with it).
+SLOT_LEASE = 30.0  # seconds a slot is held without renewal
+SLOT_RENEW = 5.0  # seconds between renewals of the slots a process holds
+
+# KEYS[1]: the slots held (token scored by lease expiry). ARGV: the cap, the token, the lease.
+# Returns 1 when the slot is taken (or renewed), 0 when every slot is held.
+TAKE_SLOT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[2]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 2)
+return 1
+"""
+
+
+class RedisSlots:
+    def __init__(self, url: str, namespace: str):
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
+        self.key = f"{namespace}:smtp:slots"
+        self._take = self.client.register_script(TAKE_SLOT)
+
+    def take(self, cap: int, token: str, lease: float) -> bool:
+        return bool(self._take(keys=[self.key], args=[cap, token, lease]))
+
+    def give_back(self, token: str) -> None:
+        self.client.zrem(self.key, token)
+
+
+class FileSlots:
+    """The same semaphore in ``DATA_DIR/ratelimit.db`` for every process on the machine."""
+
+    def __init__(self, path: str, namespace: str):
+        self.state = FileState(path, namespace)
+        with self.state._lock:
+            self.state._connection().execute(
+                "CREATE TABLE IF NOT EXISTS smtp_slots (namespace TEXT NOT NULL, token TEXT NOT NULL,"
+                " until REAL NOT NULL, PRIMARY KEY (namespace, token))")
+
+    def _run(self, step):
+        with self.state._lock:
+            conn = self.state._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = step(conn, self.state.namespace, time.time())
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return result
+
+    def take(self, cap: int, token: str, lease: float) -> bool:
+        def step(conn, namespace, now):
+            conn.execute("DELETE FROM smtp_slots WHERE namespace = ? AND (until <= ? OR until > ?)",
+                         (namespace, now, now + lease + 60))
+            mine = conn.execute("SELECT 1 FROM smtp_slots WHERE namespace = ? AND token = ?",
+                                (namespace, token)).fetchone()
+            held = conn.execute("SELECT count(*) FROM smtp_slots WHERE namespace = ?", (namespace,)).fetchone()[0]
+            if not mine and held >= cap:
+                return False
+            conn.execute("INSERT INTO smtp_slots (namespace, token, until) VALUES (?, ?, ?) ON CONFLICT"
+                         " (namespace, token) DO UPDATE SET until = excluded.until", (namespace, token, now + lease))
+            return True
+
+        return self._run(step)
+
+    def give_back(self, token: str) -> None:
+        self._run(lambda conn, namespace, _now: conn.execute(
+            "DELETE FROM smtp_slots WHERE namespace = ? AND token = ?", (namespace, token)))
+
+
+class ConnectionSlots:
+    """``MAIL_MAX_CONNECTIONS`` slots shared by every consumer: ``take()`` waits for one (None
+    if ``should_stop`` says to give up), ``renew(token)`` keeps it, ``give_back(token)`` frees it.
+    A cap of 0 is no cap: every ``take()`` succeeds at once without asking anyone."""
+
+    def __init__(self, cap: int, redis_url: str | None, namespace: str, data_dir: str | None):
+        self.cap = cap
+        self.backend = None
+        if cap:
+            self.backend = (RedisSlots(redis_url, namespace) if redis_url
+                            else FileSlots(os.path.join(data_dir, "ratelimit.db"), namespace))
+
+    def try_take(self) -> str | None:
+        token = uuid.uuid4().hex
+        if self.backend is None or self.backend.take(self.cap, token, SLOT_LEASE):
+            return token
+        return None
+
+    def renew(self, token: str) -> bool:
+        """Keep the slot; False when its lease had run out and every slot is held by others."""
+        return self.backend is None or self.backend.take(self.cap, token, SLOT_LEASE)
+
+    def give_back(self, token: str) -> None:
+        if self.backend is None:
+            return
+        try:
+            self.backend.give_back(token)
+        except Exception as exc:  # its lease runs out instead
+            log.warning("connection cap: could not give a slot back (%s)", exc)
+
+
+_slots: dict[tuple, ConnectionSlots] = {}
+
+
+def slots_for(config) -> ConnectionSlots:
+    key = (config["MAIL_MAX_CONNECTIONS"], config.get("REDIS_URL"), config["HUEY_NAME"], config["DATA_DIR"])
+    with _lock:
+        if key not in _slots:
+            _slots[key] = ConnectionSlots(*key)
+        return _slots[key]

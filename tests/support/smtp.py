@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 from .host import free_port, wait_for
 
@@ -54,6 +55,22 @@ class RecordingHandler:
         self.delay_for: dict[str, list[float]] = {}
         self.reply_with = None
         self.rcpt_delay = 0.0
+        self.sessions = 0  # connections opened so far
+        self.open_now = 0  # connections open now
+        self.most_open = 0  # the most connections ever open at once
+        self.transports = set()
+
+    def opened(self, transport=None) -> None:
+        with self.lock:
+            self.transports.add(transport)
+            self.sessions += 1
+            self.open_now += 1
+            self.most_open = max(self.most_open, self.open_now)
+
+    def closed(self, transport=None) -> None:
+        with self.lock:
+            self.transports.discard(transport)
+            self.open_now -= 1
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:
@@ -82,6 +99,27 @@ class RecordingHandler:
         return "250 Message accepted for delivery"
 
 
+class CountingSMTP(SMTP):
+    """aiosmtpd's server, telling its handler when a connection opens and closes."""
+
+    _counted = None
+
+    def connection_made(self, transport):
+        if self._counted is None:  # STARTTLS makes the same connection again, over TLS
+            self._counted = transport
+            self.event_handler.opened(transport)
+        super().connection_made(transport)
+
+    def connection_lost(self, error):
+        super().connection_lost(error)
+        self.event_handler.closed(self._counted)
+
+
+class CountingController(Controller):
+    def factory(self):
+        return CountingSMTP(self.handler, **self.SMTP_kwargs)
+
+
 class SmtpServer:
     """An aiosmtpd ``Controller`` on 127.0.0.1 that records every accepted message.
 
@@ -98,13 +136,20 @@ class SmtpServer:
 
     def start(self) -> "SmtpServer":
         assert self.controller is None, "the SMTP server is already running"
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, ready_timeout=10,
-                                     **self.options)
+        self.controller = CountingController(self.handler, hostname="127.0.0.1", port=self.port,
+                                             ready_timeout=10, **self.options)
         self.controller.start()
         return self
 
     def stop(self) -> None:
+        """Drops every open connection (a client's pooled one too), then stops listening."""
         if self.controller is not None:
+            with self.handler.lock:
+                transports = [t for t in self.handler.transports if t is not None]
+            for transport in transports:
+                self.controller.loop.call_soon_threadsafe(transport.abort)
+            with suppress(AssertionError):
+                wait_for(lambda: self.handler.open_now <= 0, 5, 0.02, lambda: "connections stay open")
             self.controller.stop()
             self.controller = None
 
