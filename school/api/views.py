@@ -3,9 +3,11 @@ from flask import Blueprint, g, jsonify, request, url_for
 from sqlalchemy import select
 
 from ..auth.tokens import token_required
+from ..events.models import Event
 from ..events.services import EventError, create_event, parse_event
 from ..extensions import db
 from ..routing import page_arg
+from ..timeutil import aware
 from ..notify import controls
 from ..notify.models import NotificationJob
 from ..notify.progress import progress
@@ -47,6 +49,24 @@ def create():
     response = jsonify(event_id=event.id, job_id=event.job.id, job_url=job_url, **notes)
     response.headers["Location"] = job_url
     return response, 202
+
+
+@bp.get("/events/<int:event_id>")
+@token_required()
+def event(event_id: int):
+    """The event with its job's progress, acknowledgements and RSVP answers."""
+    found = db.session.get(Event, event_id)
+    if found is None:
+        return _error(f"no event {event_id}", 404)
+    data = {"id": found.id, "title": found.title, "description": found.description, "location": found.location,
+            "starts_at": aware(found.starts_at).isoformat(), "ends_at": aware(found.ends_at).isoformat(),
+            "priority": found.priority, "rsvp_asked": found.rsvp, "audience": found.audience}
+    job_data = _job_json(found.job) if found.job else None
+    data["job"] = job_data
+    data["acknowledged"] = job_data["acknowledged"] if job_data else 0
+    data["rsvp"] = job_data["rsvp"] if job_data else {"yes": 0, "no": 0, "maybe": 0}
+    data["opted_out"] = job_data["opted_out"] if job_data else 0
+    return jsonify(data)
 
 
 @bp.get("/jobs")

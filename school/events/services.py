@@ -40,6 +40,7 @@ class EventInput:
     ends_at: datetime
     audience: Audience
     priority: str
+    rsvp: bool = False  # families are asked to answer yes, no or maybe
     notes: dict[str, str] = field(default_factory=dict)  # per field: what was read into it, e.g. a DST choice
 
 
@@ -161,9 +162,15 @@ def parse_event(data: dict) -> EventInput:
                 audience = validate_audience(roles, grades, classes, schools)
             except AudienceError as exc:
                 errors.update(exc.fields)
+    rsvp = data.get("rsvp", False)
+    if rsvp is None:
+        rsvp = False
+    if not isinstance(rsvp, bool):
+        errors["rsvp"] = "must be true or false"
     if errors:
         raise EventError(errors)
-    return EventInput(title, description, location, times["starts_at"], times["ends_at"], audience, priority, notes)
+    return EventInput(title, description, location, times["starts_at"], times["ends_at"], audience, priority,
+                      rsvp=rsvp, notes=notes)
 
 
 def create_event(data: EventInput, user, enqueue_fanout) -> Event:
@@ -175,7 +182,7 @@ def create_event(data: EventInput, user, enqueue_fanout) -> Event:
     event = Event(
         title=data.title, description=data.description, location=data.location,
         starts_at=data.starts_at, ends_at=data.ends_at, audience=data.audience.to_dict(),
-        priority=data.priority, created_by=user,
+        priority=data.priority, rsvp=data.rsvp, created_by=user,
     )
     job = NotificationJob(event=event, priority=priority_for(data.priority == "urgent"))
     db.session.add_all([event, job])

@@ -44,6 +44,7 @@ def form_data(form) -> tuple[dict, list[str]]:
         "title": form.get("title", ""), "description": form.get("description", ""),
         "location": form.get("location", ""), "starts_at": form.get("starts_at", ""),
         "ends_at": form.get("ends_at", ""), "priority": form.get("priority", "normal"),
+        "rsvp": form.get("rsvp") == "on",
         "audience": {"roles": form.getlist("roles"), "grades": grades, "classes": form.getlist("classes"),
                      "schools": form.getlist("schools")},
     }

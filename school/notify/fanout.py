@@ -13,6 +13,7 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
+from ..family.preferences import opted_out_among
 from ..roster.audience import Audience, count, recipients
 from . import leases
 from .completion import finish_if_complete
@@ -52,11 +53,12 @@ def run_fanout(job_id: int, enqueue_batch) -> int:
     audience = Audience.from_dict(job.event.audience)
     size = current_app.config["NOTIFY_BATCH_SIZE"]
     priority = job.priority
+    skip_opted_out = job.event.priority != "urgent"  # urgent notices reach everyone
     next_seq = (db.session.scalar(select(func.max(NotificationBatch.seq)).where(NotificationBatch.job_id == job_id))
                 or 0) + 1
     db.session.commit()  # end the read transaction before the long stream (SQLite holds a lock while open)
     try:
-        added = _write(job_id, audience, size, priority, next_seq, enqueue_batch)
+        added = _write(job_id, audience, size, priority, next_seq, enqueue_batch, skip_opted_out)
     except Exception:
         # Give the lease back at once, so the task's own retry can take over in seconds instead of
         # finding it held until it expires.
@@ -69,10 +71,23 @@ def run_fanout(job_id: int, enqueue_batch) -> int:
     return added
 
 
-def _write(job_id: int, audience: Audience, size: int, priority: int, next_seq: int, enqueue_batch) -> int:
+def _without_opted_out(stream, counted: list[int]):
+    """The stream less the addresses that opted out of normal notices; ``counted[0]`` counts them.
+    One indexed lookup per thousand recipients."""
+    while chunk := list(islice(stream, ROWS_PER_COMMIT)):
+        opted = opted_out_among([r.email for r in chunk])
+        counted[0] += sum(1 for r in chunk if r.email.lower() in opted)
+        yield from (r for r in chunk if r.email.lower() not in opted)
+
+
+def _write(job_id: int, audience: Audience, size: int, priority: int, next_seq: int, enqueue_batch,
+           skip_opted_out: bool = True) -> int:
     added = 0
     queue_up = True  # after one failure to queue a batch, the rest are left to the sweeper too
+    opted_out = [0]
     stream = recipients(audience)
+    if skip_opted_out:
+        stream = _without_opted_out(stream, opted_out)
     per_commit = max(1, ROWS_PER_COMMIT // size)
     while chunks := [chunk for chunk in (list(islice(stream, size)) for _ in range(per_commit)) if chunk]:
         if db.session.scalar(select(NotificationJob.status).where(NotificationJob.id == job_id)) == JobStatus.CANCELED:
@@ -105,9 +120,10 @@ def _write(job_id: int, audience: Audience, size: int, priority: int, next_seq: 
                 queue_up = _hand_out(batch_id, priority, enqueue_batch)
 
     skipped = count(audience).skipped
+    # Every run streams the whole audience, so this run's count is the job's (a rerun does not add).
     db.session.execute(
         update(NotificationJob).where(NotificationJob.id == job_id)
-        .values(fanout_done=True, skipped=skipped, fanout_lease_until=None)
+        .values(fanout_done=True, skipped=skipped, opted_out=opted_out[0], fanout_lease_until=None)
     )
     db.session.commit()
     return added
