@@ -1,5 +1,7 @@
 """The family side, as a parent lives it: the personal link of a real email, the calendar, "I've
 read this", RSVP, one-click unsubscribe (RFC 8058) and what staff then see."""
+import csv
+import io
 import re
 
 import pytest
@@ -131,6 +133,32 @@ def test_a_family_reads_answers_and_unsubscribes_from_its_email(make_school, smt
                      {"normal": "on", "language": "fr"}).status_code == 302
     send(school, "Concert")
     assert cy in notices_of(smtp_server, "Concert")
+
+    # Staff: the ledger shows who read it, finds people, and exports everyone.
+    staff = school.admin()
+    job_id = first["job_id"]
+    doc = parse(staff.client.get(f"/jobs/{job_id}/recipients?status=acknowledged").data)
+    assert [tr.attrs["data-email"] for tr in doc.find("tbody").find_all("tr")] == [ada]
+    doc = parse(staff.client.get(f"/jobs/{job_id}/recipients", query_string={"q": ben.upper()}).data)
+    assert [tr.attrs["data-email"] for tr in doc.find("tbody").find_all("tr")] == [ben]
+    assert staff.client.get(f"/jobs/{job_id}/recipients?status=bogus").status_code == 422
+    export = staff.client.get(f"/jobs/{job_id}/recipients.csv")
+    lines = list(csv.DictReader(io.StringIO(export.get_data(as_text=True))))
+    assert sorted(line["email"] for line in lines) == sorted(got)
+    assert {line["email"]: line["rsvp"] for line in lines if line["rsvp"]} == {ada: "yes", ben: "maybe"}
+    listed = school.api("GET", f"/api/jobs/{job_id}/recipients?status=not_acknowledged&per_page=100").get_json()
+    assert listed["total"] == len(got) - 1 and ada not in {r["email"] for r in listed["recipients"]}
+
+    # A reminder for those who have not acknowledged reaches exactly the others, and its link
+    # counts on the first notice.
+    response = school.api("POST", f"/api/events/{first['event_id']}/remind", json={"who": "not_acknowledged"})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    reminded = school.wait_job_done(response.get_json()["job_id"], 60)
+    reminders = notices_of(smtp_server, "Reminder: Sports day")
+    assert set(reminders) == set(got) - {ada} and reminded["sent"] == len(got) - 1
+    assert post_form(family, personal_path(reminders[ben]), personal_path(reminders[ben]) + "/ack").status_code == 302
+    assert school.api("GET", f"/api/events/{first['event_id']}").get_json()["acknowledged"] == 2
+    assert school.api("POST", f"/api/events/{first['event_id']}/remind", json={"who": "some"}).status_code == 422
 
     # Once retention removes the rows, the link says the notice has expired.
     with school.app.app_context():

@@ -1,5 +1,5 @@
 """the family side: opt-outs and languages per address, acknowledgements and RSVPs per recipient,
-their counters per job, and whether an event asks for an RSVP
+their counters per job, whether an event asks for an RSVP, and reminders as follow-up jobs
 
 Revision ID: a7f3c2e91b05
 Revises: f29079db1434
@@ -34,6 +34,10 @@ def upgrade():
     with op.batch_alter_table('notification_jobs', schema=None) as batch_op:
         for name in JOB_COUNTERS:
             batch_op.add_column(sa.Column(name, sa.Integer(), nullable=False, server_default='0'))
+        batch_op.add_column(sa.Column('follow_up_of_id', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('follow_up_who', sa.String(length=20), nullable=True))
+        batch_op.create_foreign_key(batch_op.f('fk_notification_jobs_follow_up_of_id_notification_jobs'),
+                                    'notification_jobs', ['follow_up_of_id'], ['id'], ondelete='SET NULL')
     with op.batch_alter_table('notifications', schema=None) as batch_op:
         batch_op.add_column(sa.Column('acknowledged_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('rsvp', sa.String(length=5), nullable=True))
@@ -47,6 +51,10 @@ def downgrade():
         batch_op.drop_column('rsvp')
         batch_op.drop_column('acknowledged_at')
     with op.batch_alter_table('notification_jobs', schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f('fk_notification_jobs_follow_up_of_id_notification_jobs'),
+                                 type_='foreignkey')
+        batch_op.drop_column('follow_up_who')
+        batch_op.drop_column('follow_up_of_id')
         for name in reversed(JOB_COUNTERS):
             batch_op.drop_column(name)
     with op.batch_alter_table('events', schema=None) as batch_op:

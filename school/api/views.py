@@ -4,11 +4,11 @@ from sqlalchemy import select
 
 from ..auth.tokens import token_required
 from ..events.models import Event
-from ..events.services import EventError, create_event, parse_event
+from ..events.services import EventError, create_event, create_reminder, parse_event
 from ..extensions import db
 from ..routing import page_arg
 from ..timeutil import aware
-from ..notify import controls
+from ..notify import controls, recipients
 from ..notify.models import NotificationJob
 from ..notify.progress import progress
 from ..notify.tasks import enqueue_batch, enqueue_fanout
@@ -69,6 +69,26 @@ def event(event_id: int):
     return jsonify(data)
 
 
+@bp.post("/events/<int:event_id>/remind")
+@token_required()
+def remind(event_id: int):
+    """A follow-up job for those who have not acknowledged (``{"who": "not_acknowledged"}``) or all."""
+    found = db.session.get(Event, event_id)
+    if found is None:
+        return _error(f"no event {event_id}", 404)
+    data = request.get_json(silent=True) if request.is_json else None
+    if not isinstance(data, dict):
+        return _error("send a JSON object like {\"who\": \"not_acknowledged\"}", 400)
+    try:
+        reminder = create_reminder(found, data.get("who"), g.api_user, enqueue_fanout)
+    except EventError as exc:
+        return _error("cannot remind", 422, fields=exc.fields)
+    job_url = url_for("api.job", job_id=reminder.job.id, _external=True)
+    response = jsonify(event_id=reminder.id, job_id=reminder.job.id, job_url=job_url)
+    response.headers["Location"] = job_url
+    return response, 202
+
+
 @bp.get("/jobs")
 @token_required()
 def jobs():
@@ -87,6 +107,22 @@ def job(job_id: int):
     if found is None:
         return _error(f"no job {job_id}", 404)
     return jsonify(_job_json(found))
+
+
+@bp.get("/jobs/<int:job_id>/recipients")
+@token_required(admin=True)
+def job_recipients(job_id: int):
+    """The job's recipient ledger, filtered (``status``), searched (``q``) and paginated (``page``)."""
+    if db.session.get(NotificationJob, job_id) is None:
+        return _error(f"no job {job_id}", 404)
+    per_page = min(max(request.args.get("per_page", 50, type=int), 1), MAX_PER_PAGE)
+    try:
+        found = recipients.page(job_id, request.args.get("status", ""), request.args.get("q", ""), page_arg(),
+                                per_page)
+    except recipients.LedgerError as exc:
+        return _error("invalid filter", 422, fields=exc.fields)
+    return jsonify(recipients=[recipients.row(r) for r in found.items], page=found.page, per_page=per_page,
+                   total=found.total, pages=found.pages)
 
 
 @bp.post("/jobs/<int:job_id>/<any(pause, resume, cancel, 'retry-failed'):action>")

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from ..caching.versions import EVENTS, changed, remember, version
 from ..extensions import db
-from ..notify.models import NotificationJob
+from ..notify.models import REMIND_WHO, NotificationJob
 from ..notify.outbox import dispatch
 from ..pagination import Page
 from ..queue import priority_for
@@ -190,6 +190,32 @@ def create_event(data: EventInput, user, enqueue_fanout) -> Event:
     changed(EVENTS)  # the events list shows it at once, in every process
     dispatch(job, enqueue_fanout)
     return event
+
+
+REMINDER_PREFIX = "Reminder: "
+
+
+def create_reminder(event: Event, who, user, enqueue_fanout) -> Event:
+    """A follow-up of the event's notice, as its own event and job, for the first job's recipients
+    (``who``: "not_acknowledged" or "all"); ``EventError`` when there is nothing to follow up."""
+    if who not in REMIND_WHO:
+        raise EventError({"who": "Choose not_acknowledged or all."})
+    first = event.job
+    if first is None or first.purged_at is not None or not first.fanout_done:
+        raise EventError({"event": "Its notice has not been sent yet, or its recipients are no longer kept."})
+    if first.follow_up_of_id is not None:
+        raise EventError({"event": "This is a reminder already: remind from the first event."})
+    reminder = Event(
+        title=(REMINDER_PREFIX + event.title)[:LIMITS["title"]], description=event.description,
+        location=event.location, starts_at=event.starts_at, ends_at=event.ends_at, audience=event.audience,
+        priority=event.priority, rsvp=event.rsvp, created_by=user,
+    )
+    job = NotificationJob(event=reminder, priority=first.priority, follow_up_of_id=first.id, follow_up_who=who)
+    db.session.add_all([reminder, job])
+    db.session.commit()
+    changed(EVENTS)
+    dispatch(job, enqueue_fanout)
+    return reminder
 
 
 def events_page(page: int, per_page: int) -> Page:

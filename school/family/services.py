@@ -60,6 +60,12 @@ def notice(token: str) -> Notice:
             raise ExpiredNotice
         raise UnknownNotice
     job = db.session.get(NotificationJob, job_id, options=[joinedload(NotificationJob.event)])
+    if job.follow_up_of_id is not None:
+        # A reminder's link stands for the first notice: reading and answering count there.
+        first = db.session.scalar(select(Notification).where(
+            Notification.job_id == job.follow_up_of_id, Notification.email == row.email))
+        if first is not None:
+            row, job = first, db.session.get(NotificationJob, job.follow_up_of_id)
     return Notice(token, row, job.event)
 
 

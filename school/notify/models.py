@@ -86,9 +86,16 @@ class NotificationJob(db.Model):
     rsvp_yes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     rsvp_no: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     rsvp_maybe: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A reminder: sent to the rows of that job (``follow_up_who``: "not_acknowledged" or "all"), not
+    # to the event's audience; what its families do on their page counts on that first job.
+    follow_up_of_id: Mapped[int | None] = mapped_column(ForeignKey("notification_jobs.id", ondelete="SET NULL"))
+    follow_up_who: Mapped[str | None] = mapped_column(String(20))
 
     event: Mapped["Event"] = relationship(back_populates="job")  # noqa: F821 (events.models)
     batches: Mapped[list["NotificationBatch"]] = relationship(back_populates="job", cascade="all, delete-orphan")
+
+
+REMIND_WHO = ("not_acknowledged", "all")
 
 
 class NotificationBatch(db.Model):
