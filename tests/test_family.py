@@ -42,8 +42,9 @@ def send(school, title: str, **fields) -> dict:
 
 
 @pytest.mark.slow
-def test_a_family_reads_answers_and_unsubscribes_from_its_email(make_school, smtp_server, consumer):
-    school = make_school(students=12, smtp=smtp_server)
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_family_reads_answers_and_unsubscribes_from_its_email(make_school, smtp_server, consumer, database):
+    school = make_school(students=12, database=database, smtp=smtp_server)
     consumer(school, workers=2)
     first = send(school, "Sports day", rsvp=True)
     got = notices_of(smtp_server, "Sports day")
