@@ -198,3 +198,12 @@ def test_the_family_page_fits_a_phone(make_school, live_server, chromium):
     page.wait_for_load_state()
     assert "Your answer: yes" in page.locator("body").inner_text()
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+def test_the_family_pages_answer_one_address_only_so_often(app_on, sqlite_url):
+    app = app_on(sqlite_url, FAMILY_LIMIT_PER_ADDRESS="3 per minute")
+    client = app.test_client()
+    assert [client.get("/n/not-a-token").status_code for _ in range(4)] == [404, 404, 404, 429]
+    assert client.post("/u/not-a-token").status_code == 429
+    other = app.test_client()
+    assert other.get("/n/x", environ_base={"REMOTE_ADDR": "127.0.0.2"}).status_code == 404

@@ -6,14 +6,11 @@ from limits import parse_many
 
 from ..auth.throttle import limiters
 
-DEFAULT_LIMIT = "60 per minute; 600 per hour"
-
 log = logging.getLogger(__name__)
 
 
 class FamilyLimit:
     def __init__(self, app: Flask):
-        app.config.setdefault("FAMILY_LIMIT_PER_ADDRESS", DEFAULT_LIMIT)
         self.items = parse_many(app.config["FAMILY_LIMIT_PER_ADDRESS"])
         self.shared, self.fallback = limiters(app, "family")
 
