@@ -1,5 +1,5 @@
 """The JSON API: bearer tokens only, strict types, ``{"error": ...}`` on every refusal."""
-from flask import Blueprint, g, jsonify, request, url_for
+from flask import Blueprint, abort, g, jsonify, make_response, request, url_for
 from sqlalchemy import select
 
 from ..auth.tokens import token_required
@@ -44,20 +44,29 @@ def create():
     except EventError as exc:
         return _error("invalid event", 422, fields=exc.fields)
     event = create_event(checked, g.api_user, enqueue_fanout)
+    return _accepted(event, **({"notes": checked.notes} if checked.notes else {}))
+
+
+def _accepted(event: Event, **extra):
+    """202 with the new job's address: it is sent in the background."""
     job_url = url_for("api.job", job_id=event.job.id, _external=True)
-    notes = {"notes": checked.notes} if checked.notes else {}
-    response = jsonify(event_id=event.id, job_id=event.job.id, job_url=job_url, **notes)
+    response = jsonify(event_id=event.id, job_id=event.job.id, job_url=job_url, **extra)
     response.headers["Location"] = job_url
     return response, 202
+
+
+def _event_or_404(event_id: int) -> Event:
+    found = db.session.get(Event, event_id)
+    if found is None:
+        abort(make_response(_error(f"no event {event_id}", 404)))
+    return found
 
 
 @bp.get("/events/<int:event_id>")
 @token_required()
 def event(event_id: int):
     """The event with its job's progress, acknowledgements and RSVP answers."""
-    found = db.session.get(Event, event_id)
-    if found is None:
-        return _error(f"no event {event_id}", 404)
+    found = _event_or_404(event_id)
     data = {"id": found.id, "title": found.title, "description": found.description, "location": found.location,
             "starts_at": aware(found.starts_at).isoformat(), "ends_at": aware(found.ends_at).isoformat(),
             "priority": found.priority, "rsvp_asked": found.rsvp, "audience": found.audience}
@@ -73,9 +82,7 @@ def event(event_id: int):
 @token_required()
 def remind(event_id: int):
     """A follow-up job for those who have not acknowledged (``{"who": "not_acknowledged"}``) or all."""
-    found = db.session.get(Event, event_id)
-    if found is None:
-        return _error(f"no event {event_id}", 404)
+    found = _event_or_404(event_id)
     data = request.get_json(silent=True) if request.is_json else None
     if not isinstance(data, dict):
         return _error("send a JSON object like {\"who\": \"not_acknowledged\"}", 400)
@@ -83,10 +90,7 @@ def remind(event_id: int):
         reminder = create_reminder(found, data.get("who"), g.api_user, enqueue_fanout)
     except EventError as exc:
         return _error("cannot remind", 422, fields=exc.fields)
-    job_url = url_for("api.job", job_id=reminder.job.id, _external=True)
-    response = jsonify(event_id=reminder.id, job_id=reminder.job.id, job_url=job_url)
-    response.headers["Location"] = job_url
-    return response, 202
+    return _accepted(reminder)
 
 
 @bp.get("/jobs")
