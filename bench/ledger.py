@@ -1,5 +1,6 @@
-"""9. The family side on the large job (100,000 recipients at the default size): the recipient ledger (a search by name or email,
-a status filter, through the API an admin's token reaches) and a family's page from its personal link.
+"""9. The family side on the large job (100,000 recipients at the default size): the recipient
+ledger (a search by name or email, a status filter, through the API an admin's token reaches) and
+a family's page from its personal link.
 
 Targets (p50): ledger search and filter under 100 ms, the family page under 50 ms.
 """
