@@ -1,5 +1,6 @@
 """Each email address's choices: normal notices on or off, and its language."""
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
 from ..timeutil import utcnow
@@ -18,11 +19,11 @@ def preference(email: str) -> AddressPreference | None:
 
 
 def _preference_for(email: str) -> AddressPreference:
-    found = preference(email)
-    if found is None:
-        found = AddressPreference(email=_key(email))
-        db.session.add(found)
-    return found
+    """The address's row, made if missing; two clicks at once make one row, not an error."""
+    dialect_insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    db.session.execute(dialect_insert(AddressPreference).values(email=_key(email), updated_at=utcnow())
+                       .on_conflict_do_nothing(index_elements=["email"]))
+    return preference(email)
 
 
 def opted_out_among(emails: list[str]) -> set[str]:
