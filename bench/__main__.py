@@ -11,6 +11,7 @@ from . import (
     create_under_load,
     embedded,
     fanout_throughput,
+    ledger,
     memory,
     progress_polling,
     remote_server,
@@ -35,6 +36,7 @@ def main(argv=None) -> None:
         create_under_load.run(stack, report)
         progress_polling.run(stack, report)
         remote_server.run(stack, report)
+        ledger.run(stack, report)
         threads = stack.threads
     embedded.run(report, threads, students=max(1, args.students // 5))
     roster_import.run(report, args.students)

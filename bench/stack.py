@@ -346,6 +346,7 @@ class Stack:
             "MAIL_PORT": str(self.smtp_port),
             "MAIL_RATE_LIMIT": "0",
             "PUBLIC_URL": "http://school.example.org",
+            "FAMILY_LIMIT_PER_ADDRESS": "1000000 per minute",  # the bench is one address asking a lot
             "PYTHONUNBUFFERED": "1",
         })
         if self.backend == "postgres":

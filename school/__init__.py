@@ -48,6 +48,7 @@ def register_blueprints(app: Flask) -> None:
     from .auth.views import bp as auth_bp
     from .dev.views import bp as dev_bp
     from .events.views import bp as events_bp
+    from .family import views as family_views
     from .health.views import bp as health_bp
     from .notify.views import bp as jobs_bp
     from .roster.api import bp as roster_api_bp
@@ -55,8 +56,10 @@ def register_blueprints(app: Flask) -> None:
     from .routing import RowId
 
     app.url_map.converters["int"] = RowId  # before any route is added, so every <int:…> uses it
-    for blueprint in (auth_bp, events_bp, jobs_bp, admin_bp, api_bp, health_bp, dev_bp, roster_bp, roster_api_bp):
+    for blueprint in (auth_bp, events_bp, jobs_bp, admin_bp, api_bp, health_bp, dev_bp, roster_bp, roster_api_bp,
+                      family_views.bp):
         app.register_blueprint(blueprint)
+    csrf.exempt(family_views.unsubscribe)  # RFC 8058: the mail provider's POST carries no cookie or token
     csrf.exempt(api_bp)  # the JSON API takes bearer tokens only, never the session cookie
     csrf.exempt(roster_api_bp)
 
@@ -66,9 +69,11 @@ def register_security(app: Flask) -> None:
     from . import security
     from .auth import throttle
     from .counters import record
+    from .family import limit as family_limit
 
     security.init_app(app)
     throttle.init_app(app)
+    family_limit.init_app(app)
     record.init_app(app)
 
 

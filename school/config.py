@@ -9,7 +9,7 @@ import secrets
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from limits import parse as parse_limit
+from limits import parse as parse_limit, parse_many
 
 APP_ENVS = ("development", "test", "production")
 # Only these may sign sessions with a key of the app's own making (kept in DATA_DIR, see
@@ -51,6 +51,17 @@ def _float(env, name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+
+
+def _request_limits(env, name: str, default: str) -> str:
+    """Limits in the ``limits`` library's words, e.g. '60 per minute; 600 per hour'."""
+    raw = (env.get(name) or default).strip()
+    try:
+        if not parse_many(raw):
+            raise ValueError(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must look like '60 per minute; 600 per hour', not {raw!r}") from None
+    return raw
 
 
 def _rate_limit(raw: str) -> str:
@@ -184,6 +195,8 @@ def load(env=None) -> dict:
         "SCHOOL_TIMEZONE": zone,
         "PUBLIC_URL": (env.get("PUBLIC_URL") or "http://127.0.0.1:5000").rstrip("/"),
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
+        # Requests one client address may make to the family pages (the token is the capability).
+        "FAMILY_LIMIT_PER_ADDRESS": _request_limits(env, "FAMILY_LIMIT_PER_ADDRESS", "60 per minute; 600 per hour"),
         "RETENTION_DAYS": _int(env, "RETENTION_DAYS", 7),
         "EVENTS_PER_PAGE": 20,
         "READY_CACHE_SECONDS": 1.5,  # how long /health/ready reuses its checks' answer

@@ -4,6 +4,8 @@ from collections import Counter
 
 import pytest
 
+from school.family.tokens import notice_token
+
 from tests.support.school import SENDER, WHOLE_SCHOOL, audience, server_database
 
 WITHOUT_EMAIL = """
@@ -55,13 +57,16 @@ def whole_school_is_notified(school, smtp, consumer, workers: int, timeout: floa
     guardian_id, guardian_email = school.sql(GUARDIAN_OF_SIBLINGS)[0]
     children = {r[0] for r in school.sql(CHILDREN_OF, guardian=guardian_id)}
     (mail,) = [m for m in received if m.rcpt == guardian_email]
+    notification_id = school.scalar("SELECT id FROM notifications WHERE job_id = :job AND email = :email",
+                                    job=created["job_id"], email=guardian_email)
     message = mail.message
     assert message["From"] == SENDER
     assert message["Subject"] == "Sports day"
     assert message["Message-ID"].endswith("@springfield-school.example.org>")
     text = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()
-    link = f"http://school.test/events/{created['event_id']}"
+    with school.app.app_context():
+        link = f"http://school.test/n/{notice_token(created['job_id'], notification_id)}"
     for part in (text, html):
         assert link in part
         assert all(child in part for child in children), f"{children} are not all named"

@@ -65,6 +65,20 @@ ACCESS = {
     "roster.correct_email": ADMIN,
     "roster_api.start": ADMIN_TOKEN,
     "roster_api.status": ADMIN_TOKEN,
+    # The family pages: the link's token is the capability (a purged notice here, so every caller
+    # reaches its "expired" page).
+    "family.notice": PUBLIC,
+    "family.calendar": PUBLIC,
+    "family.acknowledge": PUBLIC,
+    "family.rsvp": PUBLIC,
+    "family.preferences_page": PUBLIC,
+    "family.unsubscribe": PUBLIC,
+    "events.remind": SESSION,
+    "jobs.ledger": ADMIN,
+    "jobs.ledger_csv": ADMIN,
+    "api.event": TOKEN,
+    "api.remind": TOKEN,
+    "api.job_recipients": ADMIN_TOKEN,
 }
 
 REACHED, LOGIN, UNAUTHORIZED, FORBIDDEN = "reached", "sent to log in", "401", "403"
@@ -94,6 +108,7 @@ def world(app, admin_user, staff_user):
     """Tokens for both users, and an event with its job for the routes that need ids."""
     from school.auth.services import authenticate
     from school.events.services import create_event, parse_event
+    from school.family.tokens import notice_token
     from school.notify.tasks import enqueue_fanout
 
     tokens = {"admin token": issue_token(app, admin_user.email), "staff token": issue_token(app, staff_user.email)}
@@ -101,7 +116,8 @@ def world(app, admin_user, staff_user):
         admin = authenticate(admin_user.email, admin_user.password)
         staff = authenticate(staff_user.email, staff_user.password)
         event = create_event(parse_event(EVENT), admin, enqueue_fanout)
-        ids = {"event_id": event.id, "job_id": event.job.id, "user_id": staff.id}
+        ids = {"event_id": event.id, "job_id": event.job.id, "user_id": staff.id,
+               "token": notice_token(event.job.id, 2**31 - 1)}
     return {"tokens": tokens, "ids": ids, "users": {"staff": staff_user, "admin": admin_user}}
 
 

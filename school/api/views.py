@@ -1,12 +1,14 @@
 """The JSON API: bearer tokens only, strict types, ``{"error": ...}`` on every refusal."""
-from flask import Blueprint, g, jsonify, request, url_for
+from flask import Blueprint, abort, g, jsonify, make_response, request, url_for
 from sqlalchemy import select
 
 from ..auth.tokens import token_required
-from ..events.services import EventError, create_event, parse_event
+from ..events.models import Event
+from ..events.services import EventError, create_event, create_reminder, parse_event
 from ..extensions import db
 from ..routing import page_arg
-from ..notify import controls
+from ..timeutil import aware
+from ..notify import controls, recipients
 from ..notify.models import NotificationJob
 from ..notify.progress import progress
 from ..notify.tasks import enqueue_batch, enqueue_fanout
@@ -42,11 +44,53 @@ def create():
     except EventError as exc:
         return _error("invalid event", 422, fields=exc.fields)
     event = create_event(checked, g.api_user, enqueue_fanout)
+    return _accepted(event, **({"notes": checked.notes} if checked.notes else {}))
+
+
+def _accepted(event: Event, **extra):
+    """202 with the new job's address: it is sent in the background."""
     job_url = url_for("api.job", job_id=event.job.id, _external=True)
-    notes = {"notes": checked.notes} if checked.notes else {}
-    response = jsonify(event_id=event.id, job_id=event.job.id, job_url=job_url, **notes)
+    response = jsonify(event_id=event.id, job_id=event.job.id, job_url=job_url, **extra)
     response.headers["Location"] = job_url
     return response, 202
+
+
+def _event_or_404(event_id: int) -> Event:
+    found = db.session.get(Event, event_id)
+    if found is None:
+        abort(make_response(_error(f"no event {event_id}", 404)))
+    return found
+
+
+@bp.get("/events/<int:event_id>")
+@token_required()
+def event(event_id: int):
+    """The event with its job's progress, acknowledgements and RSVP answers."""
+    found = _event_or_404(event_id)
+    data = {"id": found.id, "title": found.title, "description": found.description, "location": found.location,
+            "starts_at": aware(found.starts_at).isoformat(), "ends_at": aware(found.ends_at).isoformat(),
+            "priority": found.priority, "rsvp_asked": found.rsvp, "audience": found.audience}
+    job_data = _job_json(found.job) if found.job else None
+    data["job"] = job_data
+    data["acknowledged"] = job_data["acknowledged"] if job_data else 0
+    data["rsvp"] = job_data["rsvp"] if job_data else {"yes": 0, "no": 0, "maybe": 0}
+    data["opted_out"] = job_data["opted_out"] if job_data else 0
+    return jsonify(data)
+
+
+@bp.post("/events/<int:event_id>/remind")
+@token_required()
+def remind(event_id: int):
+    """A follow-up job for those who have not acknowledged (``{"who": "not_acknowledged"}``) or all."""
+    found = _event_or_404(event_id)
+    data = request.get_json(silent=True) if request.is_json else None
+    if not isinstance(data, dict):
+        return _error("send a JSON object like {\"who\": \"not_acknowledged\"}", 400)
+    try:
+        reminder = create_reminder(found, data.get("who"), g.api_user, enqueue_fanout)
+    except EventError as exc:
+        return _error("cannot remind", 422, fields=exc.fields)
+    return _accepted(reminder)
 
 
 @bp.get("/jobs")
@@ -67,6 +111,22 @@ def job(job_id: int):
     if found is None:
         return _error(f"no job {job_id}", 404)
     return jsonify(_job_json(found))
+
+
+@bp.get("/jobs/<int:job_id>/recipients")
+@token_required(admin=True)
+def job_recipients(job_id: int):
+    """The job's recipient ledger, filtered (``status``), searched (``q``) and paginated (``page``)."""
+    if db.session.get(NotificationJob, job_id) is None:
+        return _error(f"no job {job_id}", 404)
+    per_page = min(max(request.args.get("per_page", 50, type=int), 1), MAX_PER_PAGE)
+    try:
+        found = recipients.page(job_id, request.args.get("status", ""), request.args.get("q", ""), page_arg(),
+                                per_page)
+    except recipients.LedgerError as exc:
+        return _error("invalid filter", 422, fields=exc.fields)
+    return jsonify(recipients=[recipients.row(r) for r in found.items], page=found.page, per_page=per_page,
+                   total=found.total, pages=found.pages)
 
 
 @bp.post("/jobs/<int:job_id>/<any(pause, resume, cancel, 'retry-failed'):action>")

@@ -33,6 +33,18 @@ DEVICE_DAYS = 365
 log = logging.getLogger(__name__)
 
 
+def limiters(app: Flask, purpose: str) -> tuple[FixedWindowRateLimiter, FixedWindowRateLimiter]:
+    """The shared limiter (on Redis every web process counts together, under the queue's name) and
+    the one to count with while Redis is down: in this process rather than not at all."""
+    redis_url = app.config.get("REDIS_URL")
+    if not redis_url:
+        shared = FixedWindowRateLimiter(MemoryStorage())
+        return shared, shared
+    storage = storage_from_string(redis_url, key_prefix=f"{app.config['HUEY_NAME']}:{purpose}",
+                                  socket_timeout=2, socket_connect_timeout=2)
+    return FixedWindowRateLimiter(storage), FixedWindowRateLimiter(MemoryStorage())
+
+
 class Throttled(Exception):
     """This attempt is over a limit; its password was not checked."""
 
@@ -48,14 +60,8 @@ class LoginThrottle:
             app.config.setdefault(name, default)
         self.per_address = parse_many(app.config["LOGIN_LIMIT_PER_ADDRESS"])
         self.per_account = parse_many(app.config["LOGIN_LIMIT_PER_ACCOUNT"])
-        redis_url = app.config.get("REDIS_URL")
-        # On Redis every web process counts together; the keys live under the queue's name.
-        storage = storage_from_string(redis_url, key_prefix=f"{app.config['HUEY_NAME']}:login",
-                                      socket_timeout=2, socket_connect_timeout=2) if redis_url else MemoryStorage()
         # Fixed windows: their counter is one atomic INCR, which can also give an attempt back.
-        self.shared = FixedWindowRateLimiter(storage)
-        # Redis down: count in this process rather than not at all.
-        self.fallback = FixedWindowRateLimiter(MemoryStorage()) if redis_url else self.shared
+        self.shared, self.fallback = limiters(app, "login")
         self.devices = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt="known-device")
 
     def _hit(self, item: RateLimitItem, *key: str) -> bool:

@@ -1,7 +1,7 @@
 """Events that staff announce to the school."""
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, ForeignKey, String, Text
+from sqlalchemy import JSON, DateTime, ForeignKey, String, Text, false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..auth.models import User
@@ -23,6 +23,7 @@ class Event(db.Model):
     # {"roles": [...], "grades": [...], "classes": [...]}; empty grades and classes = whole school
     audience: Mapped[dict] = mapped_column(JSON)
     priority: Mapped[str] = mapped_column(String(10), default="normal")
+    rsvp: Mapped[bool] = mapped_column(default=False, server_default=sa_false())  # families answer yes/no/maybe
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from ..caching.versions import EVENTS, changed, remember, version
 from ..extensions import db
-from ..notify.models import NotificationJob
+from ..notify.models import REMIND_WHO, NotificationJob
 from ..notify.outbox import dispatch
 from ..pagination import Page
 from ..queue import priority_for
@@ -40,6 +40,7 @@ class EventInput:
     ends_at: datetime
     audience: Audience
     priority: str
+    rsvp: bool = False  # families are asked to answer yes, no or maybe
     notes: dict[str, str] = field(default_factory=dict)  # per field: what was read into it, e.g. a DST choice
 
 
@@ -161,9 +162,15 @@ def parse_event(data: dict) -> EventInput:
                 audience = validate_audience(roles, grades, classes, schools)
             except AudienceError as exc:
                 errors.update(exc.fields)
+    rsvp = data.get("rsvp", False)
+    if rsvp is None:
+        rsvp = False
+    if not isinstance(rsvp, bool):
+        errors["rsvp"] = "must be true or false"
     if errors:
         raise EventError(errors)
-    return EventInput(title, description, location, times["starts_at"], times["ends_at"], audience, priority, notes)
+    return EventInput(title, description, location, times["starts_at"], times["ends_at"], audience, priority,
+                      rsvp=rsvp, notes=notes)
 
 
 def create_event(data: EventInput, user, enqueue_fanout) -> Event:
@@ -175,7 +182,7 @@ def create_event(data: EventInput, user, enqueue_fanout) -> Event:
     event = Event(
         title=data.title, description=data.description, location=data.location,
         starts_at=data.starts_at, ends_at=data.ends_at, audience=data.audience.to_dict(),
-        priority=data.priority, created_by=user,
+        priority=data.priority, rsvp=data.rsvp, created_by=user,
     )
     job = NotificationJob(event=event, priority=priority_for(data.priority == "urgent"))
     db.session.add_all([event, job])
@@ -183,6 +190,32 @@ def create_event(data: EventInput, user, enqueue_fanout) -> Event:
     changed(EVENTS)  # the events list shows it at once, in every process
     dispatch(job, enqueue_fanout)
     return event
+
+
+REMINDER_PREFIX = "Reminder: "
+
+
+def create_reminder(event: Event, who, user, enqueue_fanout) -> Event:
+    """A follow-up of the event's notice, as its own event and job, for the first job's recipients
+    (``who``: "not_acknowledged" or "all"); ``EventError`` when there is nothing to follow up."""
+    if who not in REMIND_WHO:
+        raise EventError({"who": "Choose not_acknowledged or all."})
+    first = event.job
+    if first is None or first.purged_at is not None or not first.fanout_done:
+        raise EventError({"event": "Its notice has not been sent yet, or its recipients are no longer kept."})
+    if first.follow_up_of_id is not None:
+        raise EventError({"event": "This is a reminder already: remind from the first event."})
+    reminder = Event(
+        title=(REMINDER_PREFIX + event.title)[:LIMITS["title"]], description=event.description,
+        location=event.location, starts_at=event.starts_at, ends_at=event.ends_at, audience=event.audience,
+        priority=event.priority, rsvp=event.rsvp, created_by=user,
+    )
+    job = NotificationJob(event=reminder, priority=first.priority, follow_up_of_id=first.id, follow_up_who=who)
+    db.session.add_all([reminder, job])
+    db.session.commit()
+    changed(EVENTS)
+    dispatch(job, enqueue_fanout)
+    return reminder
 
 
 def events_page(page: int, per_page: int) -> Page:

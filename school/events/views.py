@@ -7,7 +7,7 @@ from ..roster.audience import AudienceError, validate as validate_audience
 from ..roster.services import audience_choices, cached_count
 from ..routing import page_arg
 from .models import Event
-from .services import EventError, create_event, events_page, parse_event
+from .services import EventError, create_event, create_reminder, events_page, parse_event
 
 bp = Blueprint("events", __name__)
 
@@ -32,6 +32,18 @@ def detail(event_id: int):
     return render_template("events/detail.html", event=event)
 
 
+@bp.post("/events/<int:event_id>/remind")
+def remind(event_id: int):
+    event = db.get_or_404(Event, event_id)
+    try:
+        reminder = create_reminder(event, request.form.get("who"), current_user, enqueue_fanout)
+    except EventError as exc:
+        flash("Cannot remind: " + "; ".join(exc.fields.values()), "error")
+        return redirect(url_for("events.detail", event_id=event_id))
+    flash("The reminder is on its way.")
+    return redirect(url_for("events.detail", event_id=reminder.id))
+
+
 def form_data(form) -> tuple[dict, list[str]]:
     """The form's fields in the shape the API takes, so one validation serves both."""
     grades, bad = [], []
@@ -44,6 +56,7 @@ def form_data(form) -> tuple[dict, list[str]]:
         "title": form.get("title", ""), "description": form.get("description", ""),
         "location": form.get("location", ""), "starts_at": form.get("starts_at", ""),
         "ends_at": form.get("ends_at", ""), "priority": form.get("priority", "normal"),
+        "rsvp": form.get("rsvp") == "on",
         "audience": {"roles": form.getlist("roles"), "grades": grades, "classes": form.getlist("classes"),
                      "schools": form.getlist("schools")},
     }

@@ -6,6 +6,7 @@ the fan-out is still writing. Rows are unique per job and address: a fan-out tha
 after a crash skips what it already wrote and only makes batches for the rest.
 """
 import logging
+from collections.abc import Iterator
 from itertools import islice
 
 from flask import current_app
@@ -13,7 +14,8 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
-from ..roster.audience import Audience, count, recipients
+from ..family.preferences import opted_out_among
+from ..roster.audience import Audience, Recipient, count, recipients
 from . import leases
 from .completion import finish_if_complete
 from .models import (JOB_OPEN, BatchStatus, JobStatus, Notification, NotificationBatch, NotificationJob,
@@ -49,14 +51,19 @@ def run_fanout(job_id: int, enqueue_batch) -> int:
         log.info("job %s: fan-out already done or running elsewhere", job_id)
         return 0
     job = db.session.get(NotificationJob, job_id)
-    audience = Audience.from_dict(job.event.audience)
+    if job.follow_up_of_id is not None:
+        stream, skipped = _follow_up(job.follow_up_of_id, job.follow_up_who), lambda: 0
+    else:
+        audience = Audience.from_dict(job.event.audience)
+        stream, skipped = recipients(audience), lambda: count(audience).skipped
     size = current_app.config["NOTIFY_BATCH_SIZE"]
     priority = job.priority
+    skip_opted_out = job.event.priority != "urgent"  # urgent notices reach everyone
     next_seq = (db.session.scalar(select(func.max(NotificationBatch.seq)).where(NotificationBatch.job_id == job_id))
                 or 0) + 1
     db.session.commit()  # end the read transaction before the long stream (SQLite holds a lock while open)
     try:
-        added = _write(job_id, audience, size, priority, next_seq, enqueue_batch)
+        added = _write(job_id, stream, skipped, size, priority, next_seq, enqueue_batch, skip_opted_out)
     except Exception:
         # Give the lease back at once, so the task's own retry can take over in seconds instead of
         # finding it held until it expires.
@@ -69,10 +76,35 @@ def run_fanout(job_id: int, enqueue_batch) -> int:
     return added
 
 
-def _write(job_id: int, audience: Audience, size: int, priority: int, next_seq: int, enqueue_batch) -> int:
+def _without_opted_out(stream, counted: list[int]):
+    """The stream less the addresses that opted out of normal notices; ``counted[0]`` counts them.
+    One indexed lookup per thousand recipients."""
+    while chunk := list(islice(stream, ROWS_PER_COMMIT)):
+        opted = opted_out_among([r.email for r in chunk])
+        counted[0] += sum(1 for r in chunk if r.email.lower() in opted)
+        yield from (r for r in chunk if r.email.lower() not in opted)
+
+
+def _follow_up(job_id: int, who: str) -> Iterator[Recipient]:
+    """A reminder's recipients: the rows of the job it follows up, all or those who have not acknowledged."""
+    stmt = select(Notification.email, Notification.name, Notification.roles, Notification.children).where(
+        Notification.job_id == job_id).order_by(Notification.email)
+    if who == "not_acknowledged":
+        stmt = stmt.where(Notification.acknowledged_at.is_(None))
+    with db.engine.connect() as conn:
+        conn = conn.execution_options(stream_results=True, yield_per=ROWS_PER_COMMIT, sqlite_readonly=True)
+        for email, name, roles, children in conn.execute(stmt):
+            yield Recipient(email, name, [r for r in roles.split(",") if r], [c for c in children.split(", ") if c])
+
+
+def _write(job_id: int, stream: Iterator[Recipient], skipped, size: int, priority: int, next_seq: int,
+           enqueue_batch, skip_opted_out: bool = True) -> int:
+    """``skipped()``: how many of the audience have no address, asked once the stream is written."""
     added = 0
     queue_up = True  # after one failure to queue a batch, the rest are left to the sweeper too
-    stream = recipients(audience)
+    opted_out = [0]
+    if skip_opted_out:
+        stream = _without_opted_out(stream, opted_out)
     per_commit = max(1, ROWS_PER_COMMIT // size)
     while chunks := [chunk for chunk in (list(islice(stream, size)) for _ in range(per_commit)) if chunk]:
         if db.session.scalar(select(NotificationJob.status).where(NotificationJob.id == job_id)) == JobStatus.CANCELED:
@@ -104,10 +136,10 @@ def _write(job_id: int, audience: Audience, size: int, priority: int, next_seq: 
             if queue_up:
                 queue_up = _hand_out(batch_id, priority, enqueue_batch)
 
-    skipped = count(audience).skipped
+    # Every run streams the whole audience, so this run's count is the job's (a rerun does not add).
     db.session.execute(
         update(NotificationJob).where(NotificationJob.id == job_id)
-        .values(fanout_done=True, skipped=skipped, fanout_lease_until=None)
+        .values(fanout_done=True, skipped=skipped(), opted_out=opted_out[0], fanout_lease_until=None)
     )
     db.session.commit()
     return added

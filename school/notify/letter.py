@@ -9,6 +9,8 @@ from flask import current_app
 from flask_mail import Message
 from markupsafe import escape
 
+from ..events.calendar import ics
+from ..family.tokens import signer
 from .transport import Outgoing, ascii_domain, one_line
 
 
@@ -60,28 +62,28 @@ def _part(content_type: str, text: str) -> bytes:
             f"Content-Transfer-Encoding: {encoding}\r\n\r\n").encode("ascii") + data
 
 
-# Stand-ins for the recipient's name and children while a template is rendered once per batch.
-# Event text cannot contain control characters (it is refused), so these never occur in it.
-NAME_MARK, CHILDREN_MARK = "\x00name\x00", "\x00children\x00"
+# Stand-ins for the recipient's name, children and personal link while a template is rendered once
+# per batch. Event text cannot contain control characters (it is refused), so these never occur in it.
+NAME_MARK, CHILDREN_MARK, LINK_MARK = "\x00name\x00", "\x00children\x00", "\x00link\x00"
 
 
 def _children(recipient) -> list[str]:
     return [c for c in (recipient.children or "").split(", ") if c]
 
 
-def _fill(shape: tuple[str, str], name: str, children: list[str]) -> tuple[str, str]:
+def _fill(shape: tuple[str, str], name: str, children: list[str], link: str) -> tuple[str, str]:
     text, html = shape
-    text = text.replace(NAME_MARK, name).replace(CHILDREN_MARK, ", ".join(children))
+    text = text.replace(NAME_MARK, name).replace(CHILDREN_MARK, ", ".join(children)).replace(LINK_MARK, link)
     html = html.replace(NAME_MARK, str(escape(name))).replace(
-        CHILDREN_MARK, ", ".join(str(escape(child)) for child in children))
+        CHILDREN_MARK, ", ".join(str(escape(child)) for child in children)).replace(LINK_MARK, str(escape(link)))
     return text, html
 
 
 class Letter:
     """One event's notification, rendered for one recipient after another.
 
-    What every recipient shares (subject, sender, dates, link, the templates) is worked out once
-    per batch; each message is then two small template renders joined as bytes, a small fraction
+    What every recipient shares (subject, sender, dates, the calendar part, the templates) is worked
+    out once per batch; each message is then two small template renders joined as bytes, a small fraction
     of what building it with the ``email`` package costs.
     """
 
@@ -92,7 +94,9 @@ class Letter:
         self.sender = config["MAIL_DEFAULT_SENDER"]
         self.envelope_from = parseaddr(self.sender)[1]
         self.domain = sender_domain()
-        self.link = f"{config['PUBLIC_URL']}/events/{event.id}"
+        self.public_url = config["PUBLIC_URL"]
+        self.sign = signer()
+        self.calendar = ics(event, self.domain)
         self.subject = ("Urgent: " if event.priority == "urgent" else "") + one_line(event.title)
         env = current_app.jinja_env
         self.text_template = env.get_template("email/event.txt")
@@ -105,58 +109,79 @@ class Letter:
             "Auto-Submitted: auto-generated\r\n"
             "MIME-Version: 1.0\r\n"
         )
+        # Bulk mail as providers want it (RFC 2919, RFC 8058); urgent notices carry no way out.
+        self.list_headers = {} if event.priority == "urgent" else {
+            "List-Id": f"{_header_text(one_line(sender_name or 'School') + ' notices')} <notices.{self.domain}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
+        self.shared_headers += "".join(f"{name}: {value}\r\n" for name, value in self.list_headers.items())
+
+    def token(self, recipient) -> str:
+        return self.sign(self.job_id, recipient.id)
+
+    def link(self, recipient) -> str:
+        """The recipient's own page: PUBLIC_URL/n/<token>."""
+        return f"{self.public_url}/n/{self.token(recipient)}"
+
+    def unsubscribe_url(self, recipient) -> str:
+        return f"{self.public_url}/u/{self.token(recipient)}"
 
     def context(self, recipient) -> dict:
         """``recipient`` has id, email, name and children (comma-separated names)."""
-        return self._context(recipient.name, _children(recipient))
+        return self._context(recipient.name, _children(recipient), self.link(recipient))
 
-    def _context(self, name: str, children: list[str]) -> dict:
-        return {"event": self.event, "name": name, "children": children, "link": self.link}
+    def _context(self, name: str, children: list[str], link: str) -> dict:
+        return {"event": self.event, "name": name, "children": children, "link": link}
 
     def bodies(self, recipient) -> tuple[str, str]:
         """The text and HTML bodies for one recipient.
 
-        Only the name and the children's names differ between recipients, so each template is
+        Only the name, the children's names and the link differ between recipients, so each template is
         rendered once per batch with markers in their place (once for recipients with children,
         once for those without), and each recipient's bodies are the markers replaced, escaped
         for HTML as the template would. A probe checks that replacing gives what rendering
         gives; if a template ever uses these values otherwise, every body is rendered in full.
         """
         children = _children(recipient)
+        link = self.link(recipient)
         shape = self._shapes.get(bool(children))
         if shape is None and bool(children) not in self._shapes:
             shape = self._shapes[bool(children)] = self._shape(bool(children))
         if shape is None:
-            context = self._context(recipient.name, children)
+            context = self._context(recipient.name, children, link)
             return self.text_template.render(context), self.html_template.render(context)
-        return _fill(shape, recipient.name, children)
+        return _fill(shape, recipient.name, children, link)
 
     def _shape(self, with_children: bool) -> tuple[str, str] | None:
-        context = self._context(NAME_MARK, [CHILDREN_MARK] if with_children else [])
+        context = self._context(NAME_MARK, [CHILDREN_MARK] if with_children else [], LINK_MARK)
         shape = self.text_template.render(context), self.html_template.render(context)
         probe_name, probe_children = "Zoë <O'Brien> & \"Co\"", ["Ben & <Bo>", "Al"] if with_children else []
-        probe = self._context(probe_name, probe_children)
+        probe_link = f"{self.public_url}/n/probe_&-token.x"
+        probe = self._context(probe_name, probe_children, probe_link)
         rendered = self.text_template.render(probe), self.html_template.render(probe)
-        return shape if _fill(shape, probe_name, probe_children) == rendered else None
+        return shape if _fill(shape, probe_name, probe_children, probe_link) == rendered else None
 
     def message_id(self, recipient) -> str:
         return message_id(self.job_id, recipient.id, self.domain)
 
     def render(self, recipient) -> Outgoing:
         text, html = self.bodies(recipient)
-        text, html = _part("text/plain", text), _part("text/html", html)
+        parts = [_part("text/plain", text), _part("text/html", html),
+                 _part("text/calendar; method=PUBLISH", self.calendar.decode("utf-8"))]
         boundary = "=_" + secrets.token_hex(16)
-        while boundary.encode() in text or boundary.encode() in html:
+        while any(boundary.encode() in part for part in parts):
             boundary = "=_" + secrets.token_hex(16)
+        unsubscribe = "" if not self.list_headers else f"List-Unsubscribe: <{self.unsubscribe_url(recipient)}>\r\n"
         head = (
             self.shared_headers
+            + unsubscribe
             + f"To: {_address(recipient.name, recipient.email)}\r\n"
             + f"Date: {formatdate(usegmt=True)}\r\n"
             + f"Message-ID: {self.message_id(recipient)}\r\n"
             + f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
         ).encode("utf-8")
         delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
-        data = (head + delimiter[2:] + text + delimiter + html + f"\r\n--{boundary}--\r\n".encode("ascii"))
+        data = head + delimiter[2:] + delimiter.join(parts) + f"\r\n--{boundary}--\r\n".encode("ascii")
         return Outgoing(self.envelope_from, recipient.email, data, functools.partial(self.message, recipient))
 
     def message(self, recipient) -> Message:
@@ -168,9 +193,13 @@ class Letter:
             recipients=[(one_line(recipient.name), recipient.email)],
             body=self.text_template.render(context),
             html=self.html_template.render(context),
-            extra_headers={"Auto-Submitted": "auto-generated"},
+            extra_headers={"Auto-Submitted": "auto-generated", **self._list_headers(recipient)},
         )
+        message.attach("event.ics", "text/calendar; method=PUBLISH", self.calendar)
         message.msgId = self.message_id(recipient)
         return message
 
-
+    def _list_headers(self, recipient) -> dict[str, str]:
+        if not self.list_headers:
+            return {}
+        return {**self.list_headers, "List-Unsubscribe": f"<{self.unsubscribe_url(recipient)}>"}

@@ -79,9 +79,23 @@ class NotificationJob(db.Model):
     final_sent: Mapped[int | None] = mapped_column(Integer)
     final_failed: Mapped[int | None] = mapped_column(Integer)
     final_canceled: Mapped[int | None] = mapped_column(Integer)
+    # The families' side, kept as counters written with the row they count (never a count per poll):
+    # addresses the fan-out left out because they opted out of normal notices, acknowledgements, RSVPs.
+    opted_out: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    acknowledged: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rsvp_yes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rsvp_no: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rsvp_maybe: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A reminder: sent to the rows of that job (``follow_up_who``: "not_acknowledged" or "all"), not
+    # to the event's audience; what its families do on their page counts on that first job.
+    follow_up_of_id: Mapped[int | None] = mapped_column(ForeignKey("notification_jobs.id", ondelete="SET NULL"))
+    follow_up_who: Mapped[str | None] = mapped_column(String(20))
 
     event: Mapped["Event"] = relationship(back_populates="job")  # noqa: F821 (events.models)
     batches: Mapped[list["NotificationBatch"]] = relationship(back_populates="job", cascade="all, delete-orphan")
+
+
+REMIND_WHO = ("not_acknowledged", "all")
 
 
 class NotificationBatch(db.Model):
@@ -110,6 +124,9 @@ class NotificationBatch(db.Model):
     job: Mapped[NotificationJob] = relationship(back_populates="batches")
 
 
+RSVP_ANSWERS = ("yes", "no", "maybe")
+
+
 class Notification(db.Model):
     """One recipient of one job: a distinct email address and the people it stands for."""
 
@@ -118,6 +135,7 @@ class Notification(db.Model):
         UniqueConstraint("job_id", "email"),
         Index("ix_notifications_batch_status", "batch_id", "status"),
         Index("ix_notifications_job_status", "job_id", "status"),
+        Index("ix_notifications_email", "email"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -133,3 +151,6 @@ class Notification(db.Model):
     deferrals: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the family did with the notice on its page.
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rsvp: Mapped[str | None] = mapped_column(String(5))  # yes, no, maybe

@@ -40,6 +40,10 @@ class Progress:
     waiting_for: str | None = None
     waiting_since: datetime | None = None
     pace: float | None = None  # messages a second the shared rate limit allows now; None: unlimited
+    # The families' side: addresses left out (opted out of normal notices), who read it, who answered.
+    opted_out: int = 0
+    acknowledged: int = 0
+    rsvp: dict[str, int] | None = None
 
     @property
     def ended(self) -> bool:
@@ -93,7 +97,9 @@ def progress(job: NotificationJob) -> Progress:
                     job.fanout_done, reason=job.held_reason if held else None,
                     resumes_at=aware(job.held_until) if held else None,
                     waiting_for=job.waiting_for, waiting_since=aware(job.waiting_since),
-                    pace=ratelimit.for_config(current_app.config).pace() if running else None)
+                    pace=ratelimit.for_config(current_app.config).pace() if running else None,
+                    opted_out=job.opted_out, acknowledged=job.acknowledged,
+                    rsvp={"yes": job.rsvp_yes, "no": job.rsvp_no, "maybe": job.rsvp_maybe})
 
 
 def _rate(job_id: int, sent: int, elapsed: float | None) -> float:

@@ -1,5 +1,6 @@
 """The progress pages: every job with its bar, one job live, and the admins' controls."""
-from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, url_for
+from flask import (Blueprint, Response, abort, flash, make_response, redirect, render_template, request,
+                   stream_with_context, url_for)
 from flask_login import current_user, login_required
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
@@ -7,7 +8,7 @@ from sqlalchemy.orm import joinedload
 from ..auth.decorators import admin_required
 from ..extensions import db
 from ..routing import page_arg
-from . import controls
+from . import controls, recipients
 from .models import NotificationJob
 from .progress import failed_recipients, progress
 from .tasks import enqueue_batch
@@ -88,3 +89,36 @@ def control(job_id: int, action: str):
         return make_response(html, STOP_POLLING if p.ended else 200)
     flash(message)
     return redirect(url_for("jobs.detail", job_id=job_id))
+
+
+@bp.get("/<int:job_id>/recipients")
+@admin_required
+def ledger(job_id: int):
+    """Every recipient: status, sent time, the server's reply, acknowledgement and RSVP."""
+    job = _job_or_404(job_id)
+    status, q = request.args.get("status", ""), request.args.get("q", "")
+    try:
+        found = recipients.page(job_id, status, q, page_arg())
+    except recipients.LedgerError as exc:
+        return render_template("jobs/recipients.html", job=job, status=status, q=q, page=None,
+                               filters=recipients.FILTERS, errors=exc.fields), 422
+    return render_template("jobs/recipients.html", job=job, status=status, q=q, page=found,
+                           filters=recipients.FILTERS, errors={})
+
+
+@bp.get("/<int:job_id>/recipients.csv")
+@admin_required
+def ledger_csv(job_id: int):
+    _job_or_404(job_id)
+    try:
+        lines = recipients.csv_lines(job_id, request.args.get("status", ""), request.args.get("q", ""))
+        first = next(lines)
+    except recipients.LedgerError as exc:
+        return {"error": "invalid filter", "fields": exc.fields}, 422
+
+    def body():
+        yield first
+        yield from lines
+
+    return Response(stream_with_context(body()), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="job-{job_id}-recipients.csv"'})
