@@ -123,15 +123,6 @@ def histogram_key(histogram: str, labels: dict) -> str:
     return "h:" + histogram + "".join(f":{k}={v}" for k, v in sorted(labels.items()))
 
 
-def timed_send(send, message):
-    """``send(message)``, its duration recorded in the send histogram whatever the outcome."""
-    started = time.perf_counter()
-    try:
-        return send(message)
-    finally:
-        observe("send", time.perf_counter() - started)
-
-
 # --- how long creating an event takes -----------------------------------------------------------
 
 # The views that create an event, and how the duration histogram labels them.
