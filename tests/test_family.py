@@ -115,6 +115,11 @@ def test_a_family_reads_answers_and_unsubscribes_from_its_email(make_school, smt
     assert set(notices_of(smtp_server, "Book fair")) == set(got) - {cy}
     assert second["job"]["opted_out"] == 1
     assert school.api("GET", f"/api/events/{second['event_id']}").get_json()["opted_out"] == 1
+    # ... and its ledger names the address left out, and why.
+    left_out = school.api("GET", f"/api/jobs/{second['job_id']}/recipients?status=opted_out").get_json()
+    assert [(r["email"], r["status"]) for r in left_out["recipients"]] == [(cy, "opted_out")]
+    not_read = school.api("GET", f"/api/jobs/{second['job_id']}/recipients?status=not_acknowledged&per_page=100")
+    assert cy not in {r["email"] for r in not_read.get_json()["recipients"]}
 
     # An urgent notice reaches everyone, with no way to unsubscribe.
     send(school, "School closed today", priority="urgent")

@@ -76,19 +76,31 @@ def run_fanout(job_id: int, enqueue_batch) -> int:
     return added
 
 
-def _without_opted_out(stream, counted: list[int]):
+def _without_opted_out(job_id: int, stream, counted: list[int]):
     """The stream less the addresses that opted out of normal notices; ``counted[0]`` counts them.
-    One indexed lookup per thousand recipients."""
+
+    Each is written to the ledger as an ``opted_out`` row outside any batch, in the transaction of
+    the rows around it, so staff see who was left out and why. One indexed lookup per thousand
+    recipients."""
     while chunk := list(islice(stream, ROWS_PER_COMMIT)):
         opted = opted_out_among([r.email for r in chunk])
-        counted[0] += sum(1 for r in chunk if r.email.lower() in opted)
+        left_out = [r for r in chunk if r.email.lower() in opted]
+        if left_out:
+            counted[0] += len(left_out)
+            _insert_left_out(job_id, left_out, RecipientStatus.OPTED_OUT)
         yield from (r for r in chunk if r.email.lower() not in opted)
+
+
+def _insert_left_out(job_id: int, people: list[Recipient], status: RecipientStatus) -> None:
+    db.session.execute(_insert_ignoring_duplicates(), [
+        {"job_id": job_id, "batch_id": None, "email": r.email, "name": r.name, "roles": ",".join(r.roles),
+         "children": ", ".join(r.children), "status": status} for r in people])
 
 
 def _follow_up(job_id: int, who: str) -> Iterator[Recipient]:
     """A reminder's recipients: the rows of the job it follows up, all or those who have not acknowledged."""
     stmt = select(Notification.email, Notification.name, Notification.roles, Notification.children).where(
-        Notification.job_id == job_id).order_by(Notification.email)
+        Notification.job_id == job_id, Notification.status != RecipientStatus.OPTED_OUT).order_by(Notification.email)
     if who == "not_acknowledged":
         stmt = stmt.where(Notification.acknowledged_at.is_(None))
     with db.engine.connect() as conn:
@@ -104,7 +116,7 @@ def _write(job_id: int, stream: Iterator[Recipient], skipped, size: int, priorit
     queue_up = True  # after one failure to queue a batch, the rest are left to the sweeper too
     opted_out = [0]
     if skip_opted_out:
-        stream = _without_opted_out(stream, opted_out)
+        stream = _without_opted_out(job_id, stream, opted_out)
     per_commit = max(1, ROWS_PER_COMMIT // size)
     while chunks := [chunk for chunk in (list(islice(stream, size)) for _ in range(per_commit)) if chunk]:
         if db.session.scalar(select(NotificationJob.status).where(NotificationJob.id == job_id)) == JobStatus.CANCELED:
@@ -161,10 +173,14 @@ def _hand_out(batch_id: int, priority: int, enqueue_batch) -> bool:
 
 def _insert_new(rows: list[dict], batch_ids: list[int]) -> dict[int, int]:
     """Insert rows, skipping (job, email) pairs already there; return how many each batch got."""
-    dialect_insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
-    stmt = dialect_insert(Notification).on_conflict_do_nothing(index_elements=["job_id", "email"])
-    db.session.execute(stmt, rows)
+    db.session.execute(_insert_ignoring_duplicates(), rows)
     # The batches are new, so what they hold now is what this insert wrote.
     return dict(db.session.execute(
         select(Notification.batch_id, func.count()).where(Notification.batch_id.in_(batch_ids))
         .group_by(Notification.batch_id)).all())
+
+
+def _insert_ignoring_duplicates():
+    """An insert of notification rows that skips (job, email) pairs already written."""
+    dialect_insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    return dialect_insert(Notification).on_conflict_do_nothing(index_elements=["job_id", "email"])

@@ -40,13 +40,17 @@ class BatchStatus(StrEnum):
 
 
 class RecipientStatus(StrEnum):
-    """pending -> sending (in doubt until the reply) -> sent | failed | canceled; back to pending to retry."""
+    """pending -> sending (in doubt until the reply) -> sent | failed | canceled; back to pending to retry.
+
+    ``opted_out`` rows are never sent: the fan-out writes them, outside any batch, so the ledger
+    names every address a notice left out and why."""
 
     PENDING = "pending"
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
     CANCELED = "canceled"
+    OPTED_OUT = "opted_out"
 
 
 class NotificationJob(db.Model):
@@ -140,7 +144,8 @@ class Notification(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("notification_jobs.id", ondelete="CASCADE"))
-    batch_id: Mapped[int] = mapped_column(ForeignKey("notification_batches.id", ondelete="CASCADE"))
+    # NULL for a row the fan-out left out (opted out): nothing sends it.
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("notification_batches.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(String(254))
     name: Mapped[str] = mapped_column(String(200))
     roles: Mapped[str] = mapped_column(String(40))

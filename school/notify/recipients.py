@@ -19,8 +19,10 @@ FILTERS = {
     "failed": Notification.status == RecipientStatus.FAILED,
     "pending": Notification.status.in_((RecipientStatus.PENDING, RecipientStatus.SENDING)),
     "canceled": Notification.status == RecipientStatus.CANCELED,
+    "opted_out": Notification.status == RecipientStatus.OPTED_OUT,
     "acknowledged": Notification.acknowledged_at.is_not(None),
-    "not_acknowledged": Notification.acknowledged_at.is_(None),
+    # Those the notice was meant to reach who have not said they read it (not those it left out).
+    "not_acknowledged": Notification.acknowledged_at.is_(None) & (Notification.status != RecipientStatus.OPTED_OUT),
 }
 COLUMNS = ("name", "email", "children", "status", "sent_at", "server_reply", "acknowledged_at", "rsvp")
 MAX_QUERY = 200
