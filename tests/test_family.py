@@ -3,6 +3,7 @@ read this", RSVP, one-click unsubscribe (RFC 8058) and what staff then see."""
 import csv
 import io
 import re
+from urllib.parse import urlencode
 
 import pytest
 from icalendar import Calendar
@@ -148,6 +149,10 @@ def test_a_family_reads_answers_and_unsubscribes_from_its_email(make_school, smt
     doc = parse(staff.client.get(f"/jobs/{job_id}/recipients", query_string={"q": ben.upper()}).data)
     assert [tr.attrs["data-email"] for tr in doc.find("tbody").find_all("tr")] == [ben]
     assert staff.client.get(f"/jobs/{job_id}/recipients?status=bogus").status_code == 422
+    # ... by part of a name, too (as the roster wrote it, in any case).
+    (ben_row,) = school.api("GET", f"/api/jobs/{job_id}/recipients?q={ben}").get_json()["recipients"]
+    by_name = school.api("GET", f"/api/jobs/{job_id}/recipients?" + urlencode({"q": ben_row["name"][1:].upper()}))
+    assert ben in {r["email"] for r in by_name.get_json()["recipients"]}
     export = staff.client.get(f"/jobs/{job_id}/recipients.csv")
     lines = list(csv.DictReader(io.StringIO(export.get_data(as_text=True))))
     assert sorted(line["email"] for line in lines) == sorted(got)

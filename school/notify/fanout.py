@@ -19,7 +19,7 @@ from ..roster.audience import Audience, Recipient, count, recipients
 from . import leases
 from .completion import finish_if_complete
 from .models import (JOB_OPEN, BatchStatus, JobStatus, Notification, NotificationBatch, NotificationJob,
-                     RecipientStatus)
+                     RecipientAddress, RecipientStatus)
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,20 @@ def _without_opted_out(job_id: int, stream, counted: list[int]):
 
 
 def _insert_left_out(job_id: int, people: list[Recipient], status: RecipientStatus) -> None:
-    db.session.execute(_insert_ignoring_duplicates(), [
-        {"job_id": job_id, "batch_id": None, "email": r.email, "name": r.name, "roles": ",".join(r.roles),
-         "children": ", ".join(r.children), "status": status} for r in people])
+    rows = [{"job_id": job_id, "batch_id": None, "email": r.email, "name": r.name, "roles": ",".join(r.roles),
+             "children": ", ".join(r.children), "status": status} for r in people]
+    db.session.execute(_insert_ignoring_duplicates(), rows)
+    _note_addresses(rows)
+
+
+def _note_addresses(rows: list[dict]) -> None:
+    """Keep the ledger's search directory up to date: new addresses, and names that changed.
+    An address already there with the same name costs an index lookup, not a write."""
+    dialect_insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(RecipientAddress)
+    stmt = stmt.on_conflict_do_update(index_elements=["email"], set_={"name": stmt.excluded.name},
+                                      where=RecipientAddress.name != stmt.excluded.name)
+    db.session.execute(stmt, [{"email": row["email"], "name": row["name"]} for row in rows])
 
 
 def _follow_up(job_id: int, who: str) -> Iterator[Recipient]:
@@ -131,6 +142,7 @@ def _write(job_id: int, stream: Iterator[Recipient], skipped, size: int, priorit
                  "roles": ",".join(r.roles), "children": ", ".join(r.children), "status": RecipientStatus.PENDING}
                 for batch_id, chunk in zip(batch_ids, chunks) for r in chunk]
         written = _insert_new(rows, batch_ids)
+        _note_addresses(rows)
         filled = [batch_id for batch_id in batch_ids if written.get(batch_id)]
         if filled:
             db.session.execute(update(NotificationBatch), [{"id": b, "size": written[b]} for b in filled])

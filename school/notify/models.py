@@ -132,12 +132,24 @@ RSVP_ANSWERS = ("yes", "no", "maybe")
 
 # Trigram indexes for the ledger's search, made by a migration on PostgreSQL only and only where the
 # pg_trgm extension can be created; not declared here, so schema comparisons leave them out.
-MIGRATION_ONLY_INDEXES = frozenset({"ix_notifications_email_trgm", "ix_notifications_name_trgm"})
+MIGRATION_ONLY_INDEXES = frozenset({"ix_recipient_addresses_email_trgm", "ix_recipient_addresses_name_trgm"})
 
 
 def declared_in_models(obj, name, type_, reflected, compare_to) -> bool:
     """Alembic's ``include_object``: everything but the migration-only indexes."""
     return not (type_ == "index" and name in MIGRATION_ONLY_INDEXES)
+
+
+class RecipientAddress(db.Model):
+    """Every address some notice row holds, with the name last written for it: what the ledger's
+    search looks in. Written by the fan-out (only new addresses and changed names cost a write),
+    emptied of addresses no row holds any more by retention. Kept apart from the notification rows,
+    which every send updates, so its search index costs nothing per message."""
+
+    __tablename__ = "recipient_addresses"
+
+    email: Mapped[str] = mapped_column(String(254), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
 
 
 class Notification(db.Model):
