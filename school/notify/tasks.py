@@ -38,7 +38,7 @@ def fanout(job_id: int) -> int:
 def send_batch(batch_id: int) -> str:
     with app_context():
         outcome = delivery.send(batch_id, enqueue_batch)
-        if outcome == "released" and not worker.stopping.is_set():
+        if outcome in ("released", "yielded") and not worker.stopping.is_set():
             _offer_again(batch_id)
         return outcome
 
