@@ -151,7 +151,8 @@ def send(batch_id: int, reschedule) -> str:
     """Send what is pending in the batch. ``reschedule(batch_id, priority=, delay=)`` queues a retry.
 
     Returns what became of the batch: done, retry, waiting (an outage), held, released, paused,
-    canceled, skipped, or lost (its lease ran out mid-batch and the sweeper gave it to another worker).
+    canceled, skipped, yielded (a normal batch left unclaimed for urgent work), or lost (its lease
+    ran out mid-batch and the sweeper gave it to another worker).
     """
     if gives_way(batch_id):
         return "yielded"
@@ -197,12 +198,15 @@ def gives_way(batch_id: int) -> bool:
     """A normal batch leaves its worker to urgent work: while urgent demand holds (see
     ``ratelimit``) for longer than GIVE_WAY_FOR, it is not claimed and goes back to the queue,
     behind the urgent batches; the worker takes whatever the queue ranks first."""
+    limit = ratelimit.for_config(current_app.config)
+    if limit.unlimited:
+        return False
     priority = db.session.scalar(select(NotificationJob.priority).join(NotificationBatch).where(
         NotificationBatch.id == batch_id))
     db.session.commit()
     if priority is None or priority >= URGENT:
         return False
-    return ratelimit.for_config(current_app.config).give_way(GIVE_WAY_FOR, should_stop=worker.stopping.is_set)
+    return limit.give_way(GIVE_WAY_FOR, should_stop=worker.stopping.is_set)
 
 
 def _rollback() -> None:
