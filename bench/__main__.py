@@ -17,6 +17,7 @@ from . import (
     remote_server,
     roster_import,
     scaling,
+    urgent_first,
 )
 from .report import Report, parse_args
 from .stack import Stack
@@ -40,6 +41,7 @@ def main(argv=None) -> None:
         threads = stack.threads
     embedded.run(report, threads, students=max(1, args.students // 5))
     roster_import.run(report, args.students)
+    urgent_first.run(report)
     report.summary()
     print(f"\nbench finished in {(time.monotonic() - started) / 60:.1f} min")
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from school.notify.ratelimit import FLOOR, MailRateLimit
-from tests.support.host import ROOT
+from school.notify.ratelimit import FLOOR, URGENT_LEASE, MailRateLimit
+from tests.support.host import ROOT, wait_for
 
 
 
@@ -27,6 +27,13 @@ granted = []
 for _ in range(int(count)):
     if action == "acquire":
         limit.acquire().done()
+        granted.append(time.time())
+    elif action == "try":  # a normal message that may have to give way: granted or not
+        permit = limit.acquire()
+        granted.append(permit is not None and time.time())
+        permit and permit.done()
+    elif action == "urgent":  # a sender of urgent job 1 that then dies, its demand never ended
+        limit.acquire(urgent="job:1").done()
         granted.append(time.time())
     else:
         getattr(limit, action)()
@@ -129,3 +136,36 @@ def test_a_sender_waiting_for_a_slow_slot_keeps_asking_whether_to_stop(shared):
     assert here.acquire(should_stop=lambda: asked.append(time.monotonic()) or len(asked) >= 4) is None
     # It gave up on the fourth question, long before the slot: it did not sleep through the wait.
     assert time.monotonic() - started < 5
+
+
+# --- urgent notices first ------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_normal_messages_give_way_to_urgent_ones_until_the_urgent_sender_dies(shared):
+    here, run = shared("20/second")
+    here.acquire().done()  # nothing urgent: a normal message goes
+    assert len(run("urgent", 3)["granted"]) == 3  # an urgent sender in another process, then it is gone
+    assert here.urgent_held()
+    assert here.acquire() is None  # a normal message gives way at once, without waiting for a slot
+    assert here.give_way(0.3)  # and a normal batch about to start waits a little, then gives way too
+    here.acquire(urgent="job:2").done()  # while another urgent job's messages still go
+    here.urgent_ending("job:2")
+    # Nobody renews the dead sender's demand: it lapses, and normal messages go again.
+    wait_for(here.acquire, URGENT_LEASE + 5, 0.1, "normal messages still give way to a dead urgent sender").done()
+    assert not here.urgent_held() and not here.give_way(0.3)
+
+
+@pytest.mark.slow
+def test_an_urgent_job_announced_but_never_sent_holds_normal_messages_only_briefly(shared):
+    here, run = shared("20/second")
+    assert run("try")["granted"] != [False]
+    here.hold_urgent("job:3")  # dispatched by the web app, but no consumer takes it up
+    assert run("try")["granted"] == [False]  # every process's normal messages give way
+    wait_for(lambda: run("try")["granted"] != [False], URGENT_LEASE + 10, 0.1, "the announcement did not lapse")
+
+
+def test_an_unlimited_limit_keeps_no_urgent_demand(shared):
+    here, _run = shared("0")
+    here.hold_urgent("job:4")
+    assert not here.urgent_held()
+    assert here.acquire() is not None

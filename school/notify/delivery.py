@@ -28,6 +28,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..counters import record
 from ..extensions import db
+from ..queue import URGENT
 from ..timeutil import aware, utcnow
 from . import leases, ratelimit, worker
 from .completion import finish_if_complete
@@ -45,6 +46,7 @@ THROTTLES_IN_A_ROW = 20  # requests to slow down without a message getting throu
 HOLD_MAX = 900.0  # seconds: the longest a held job waits before it tries again by itself
 LONGEST_EXCHANGE = 600.0  # RFC 5321 lets a server take 10 minutes over its final reply
 DATABASE_DOWN = (OperationalError, InterfaceError)
+GIVE_WAY_FOR = 0.5  # seconds a normal batch waits for urgent demand to end before it goes back to the queue
 
 
 def claim(batch_id: int) -> NotificationBatch | None:
@@ -149,8 +151,11 @@ def send(batch_id: int, reschedule) -> str:
     """Send what is pending in the batch. ``reschedule(batch_id, priority=, delay=)`` queues a retry.
 
     Returns what became of the batch: done, retry, waiting (an outage), held, released, paused,
-    canceled, skipped, or lost (its lease ran out mid-batch and the sweeper gave it to another worker).
+    canceled, skipped, yielded (a normal batch left unclaimed for urgent work), or lost (its lease
+    ran out mid-batch and the sweeper gave it to another worker).
     """
+    if gives_way(batch_id):
+        return "yielded"
     batch = claim(batch_id)
     if batch is None:
         return "skipped"
@@ -187,6 +192,21 @@ def send(batch_id: int, reschedule) -> str:
         raise
     finally:
         worker.finished(batch_id)
+
+
+def gives_way(batch_id: int) -> bool:
+    """A normal batch leaves its worker to urgent work: while urgent demand holds (see
+    ``ratelimit``) for longer than GIVE_WAY_FOR, it is not claimed and goes back to the queue,
+    behind the urgent batches; the worker takes whatever the queue ranks first."""
+    limit = ratelimit.for_config(current_app.config)
+    if limit.unlimited:
+        return False
+    priority = db.session.scalar(select(NotificationJob.priority).join(NotificationBatch).where(
+        NotificationBatch.id == batch_id))
+    db.session.commit()
+    if priority is None or priority >= URGENT:
+        return False
+    return limit.give_way(GIVE_WAY_FOR, should_stop=worker.stopping.is_set)
 
 
 def _rollback() -> None:
@@ -227,6 +247,8 @@ class BatchRun:
         db.session.commit()
         letter = Letter(event, self.job_id)
         self.limit = ratelimit.for_config(self.config)
+        # An urgent job's messages renew its demand: normal ones give way meanwhile (see ratelimit).
+        self.urgent = ratelimit.job_demand(self.job_id) if self.priority >= URGENT else None
         try:
             with ledger_for(self.batch_id, self.owner) as ledger, self.keeping_lease(), self.smtp_session() as smtp:
                 # Messages whose replies are still to come (pipelining across messages: a message's
@@ -246,7 +268,8 @@ class BatchRun:
                     # slot the limit gave and the message reaching the server. A message whose
                     # content waits is sent while the limit makes this one wait.
                     permit = None if worker.stopping.is_set() else self.limit.acquire(
-                        should_stop=lambda: self.waiting(smtp) or worker.stopping.is_set() or self.check_in())
+                        should_stop=lambda: self.waiting(smtp) or worker.stopping.is_set() or self.check_in(),
+                        urgent=self.urgent)
                     if permit is None:
                         self.landed += self.exchange(smtp.flush)
                         ended = self.after(ledger, todo)
@@ -267,6 +290,9 @@ class BatchRun:
             return release(self.batch_id, self.owner)
         except RedisError as exc:  # the shared rate limit (or the connection cap) is unreachable
             return self.wait_out("Redis", f"Redis unreachable ({type(exc).__name__}: {exc})")
+        finally:
+            if self.urgent:
+                self.limit.urgent_ending(self.urgent)
         return self.settle()
 
     @contextmanager

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ..extensions import db
 from ..family.preferences import opted_out_among
 from ..roster.audience import Audience, Recipient, count, recipients
-from . import leases
+from . import leases, ratelimit
 from .completion import finish_if_complete
 from .models import (JOB_OPEN, BatchStatus, JobStatus, Notification, NotificationBatch, NotificationJob,
                      RecipientAddress, RecipientStatus)
@@ -130,6 +130,7 @@ def _write(job_id: int, stream: Iterator[Recipient], skipped, size: int, priorit
         stream = _without_opted_out(job_id, stream, opted_out)
     per_commit = max(1, ROWS_PER_COMMIT // size)
     while chunks := [chunk for chunk in (list(islice(stream, size)) for _ in range(per_commit)) if chunk]:
+        ratelimit.urgent_on_its_way(current_app.config, job_id, priority)  # keeps normal messages giving way
         if db.session.scalar(select(NotificationJob.status).where(NotificationJob.id == job_id)) == JobStatus.CANCELED:
             break  # nothing more to write for a canceled job
         enqueued_at = leases.db_now() if queue_up else None

@@ -6,9 +6,11 @@ task module defines them, and nothing here imports it.
 """
 import logging
 
+from flask import current_app
 from sqlalchemy import update
 
 from ..extensions import db
+from . import ratelimit
 from .leases import db_now
 from .models import NotificationBatch, NotificationJob
 
@@ -29,6 +31,7 @@ def dispatch(job: NotificationJob, enqueue_fanout) -> bool:
     db.session.commit()
     if not claimed:
         return False
+    ratelimit.urgent_on_its_way(current_app.config, job.id, job.priority)
     try:
         enqueue_fanout(job.id, job.priority)
     except Exception as exc:

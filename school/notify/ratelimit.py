@@ -36,6 +36,17 @@ The pace follows the server's replies (AIMD, shared by every consumer the same w
 
 A throttle that sees neither a good reply nor another throttle for an hour (its consumers all
 stopped) is forgotten.
+
+Urgent notices first: the limit knows two priorities. Urgent work holds a *demand*, a lease named
+after its job (``job_demand``), in the same shared state: the web request that dispatches an urgent
+job takes it (``hold_urgent``), the fan-out renews it for every thousand recipients it writes, and
+every ``acquire`` of an urgent message renews it, so it lasts while the job is on its way. While any
+demand is held, a normal message gives way: ``acquire`` returns None at once instead of taking a
+slot, and its batch is handed back to the queue (where urgent batches are ranked first), so the
+urgent job gets every slot and every worker thread it can use. A demand not renewed for
+``URGENT_LEASE`` seconds is over (an urgent sender or fan-out that died stops blocking anyone); a
+batch of an urgent job that ends shortens it to ``URGENT_LINGER``, long enough for the job's next
+batch to take over, so normal notices go on within a second of the last urgent message.
 """
 from __future__ import annotations
 
@@ -51,6 +62,8 @@ from pathlib import Path
 
 from limits import parse
 
+from ..queue import URGENT
+
 log = logging.getLogger(__name__)
 
 KEY = "mail"
@@ -63,11 +76,17 @@ HOLD = WINDOW  # seconds after a halving in which another throttle is the same s
 OBSERVE = 10  # seconds of good replies an unlimited limit measures its starting rate over
 SYNC_EVERY = 1.0  # seconds between a process's hand-overs of its good replies
 FORGET = 3600  # seconds a throttle nobody touches is kept
+URGENT_LEASE = 3.0  # seconds an urgent demand lasts unless renewed
+URGENT_LINGER = 1.0  # seconds an urgent demand outlasts a batch of its job that ended
+GIVE_WAY = -1.0  # what ``try_acquire`` returns to a normal message while urgent demand is held
 
 # KEYS[1]: messages in flight (scored until when they may still be) or finished (scored when);
-# KEYS[2]: the earliest moment the next message may leave; KEYS[3]: the throttle, if any.
-# ARGV: the configured spacing (0 = unlimited), this message's token, how long it may stay in flight.
-# Returns "0" when the message may leave now (and counts it), else how many seconds to wait.
+# KEYS[2]: the earliest moment the next message may leave; KEYS[3]: the throttle, if any;
+# KEYS[4]: the urgent demands (name scored until when it holds).
+# ARGV: the configured spacing (0 = unlimited), this message's token, how long it may stay in flight,
+# the urgent demand it renews ("" for a normal message).
+# Returns "0" when the message may leave now (and counts it), "-1" when a normal message must give
+# way to urgent demand, else how many seconds to wait.
 ACQUIRE = f"""
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -75,6 +94,15 @@ local interval, ttl = tonumber(ARGV[1]), tonumber(ARGV[3])
 local rate = tonumber(redis.call('HGET', KEYS[3], 'rate'))
 if rate then interval = 1 / rate end
 if interval <= 0 then return '0' end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+if ARGV[4] ~= '' then
+  if (tonumber(redis.call('ZSCORE', KEYS[4], ARGV[4]) or 0)) < now + {URGENT_LEASE} then
+    redis.call('ZADD', KEYS[4], now + {URGENT_LEASE}, ARGV[4])
+    redis.call('EXPIRE', KEYS[4], {math.ceil(URGENT_LEASE) + 2})
+  end
+elseif redis.call('ZCARD', KEYS[4]) > 0 then
+  return '{GIVE_WAY}'
+end
 local cap = math.max(1, math.floor({WINDOW} / interval + 1e-9))
 local wait = math.min(tonumber(redis.call('GET', KEYS[2]) or 0) - now, interval)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - {WINDOW})
@@ -92,6 +120,23 @@ return '0'
 FINISH = """
 local clock = redis.call('TIME')
 redis.call('ZADD', KEYS[1], 'XX', tonumber(clock[1]) + tonumber(clock[2]) / 1000000, ARGV[1])
+"""
+# KEYS[1]: the urgent demands. ARGV: a demand's name ("" for none), "hold" (it holds URGENT_LEASE
+# from now) or "linger" (it ends within URGENT_LINGER). Returns how many demands are held.
+DEMAND = f"""
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[1] ~= '' then
+  local held = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or 0)
+  if ARGV[2] == 'hold' and held < now + {URGENT_LEASE} then
+    redis.call('ZADD', KEYS[1], now + {URGENT_LEASE}, ARGV[1])
+    redis.call('EXPIRE', KEYS[1], {math.ceil(URGENT_LEASE) + 2})
+  elseif ARGV[2] == 'linger' and held > now + {URGENT_LINGER} then
+    redis.call('ZADD', KEYS[1], now + {URGENT_LINGER}, ARGV[1])
+  end
+end
+return redis.call('ZCARD', KEYS[1])
 """
 # KEYS[1]: the throttle (rate, ceiling, halved); KEYS[2]: good replies per second (unlimited only).
 # ARGV: the configured rate (0 = unlimited), good replies to add, "1" for a throttle.
@@ -199,15 +244,19 @@ class RedisState:
 
         client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
         prefix = f"{namespace}:ratelimit:{KEY}"
-        self.window, self.next, self.throttle, self.seen = (
-            f"{prefix}:window", f"{prefix}:next", f"{prefix}:throttle", f"{prefix}:seen")
+        self.window, self.next, self.throttle, self.seen, self.urgent = (
+            f"{prefix}:window", f"{prefix}:next", f"{prefix}:throttle", f"{prefix}:seen", f"{prefix}:urgent")
         self._acquire = client.register_script(ACQUIRE)
         self._finish = client.register_script(FINISH)
         self._adjust = client.register_script(ADJUST)
+        self._demand = client.register_script(DEMAND)
 
-    def try_acquire(self, interval: float, token: str, in_flight: float) -> float:
-        return float(self._acquire(keys=[self.window, self.next, self.throttle],
-                                   args=[repr(interval), token, in_flight]))
+    def try_acquire(self, interval: float, token: str, in_flight: float, urgent: str = "") -> float:
+        return float(self._acquire(keys=[self.window, self.next, self.throttle, self.urgent],
+                                   args=[repr(interval), token, in_flight, urgent]))
+
+    def demand(self, name: str, action: str) -> int:
+        return int(self._demand(keys=[self.urgent], args=[name, action]))
 
     def finish(self, token: str) -> None:
         self._finish(keys=[self.window], args=[token])
@@ -230,6 +279,8 @@ class FileState:
         "CREATE TABLE IF NOT EXISTS limit_window (namespace TEXT NOT NULL, token TEXT NOT NULL,"
         " until REAL NOT NULL, PRIMARY KEY (namespace, token))",
         "CREATE INDEX IF NOT EXISTS limit_window_until ON limit_window (namespace, until)",
+        "CREATE TABLE IF NOT EXISTS limit_urgent (namespace TEXT NOT NULL, name TEXT NOT NULL,"
+        " until REAL NOT NULL, PRIMARY KEY (namespace, name))",
     )
 
     def __init__(self, path: str, namespace: str):
@@ -280,12 +331,30 @@ class FileState:
             return None
         return throttle
 
-    def try_acquire(self, interval: float, token: str, in_flight: float) -> float:
+    def _demand(self, conn: sqlite3.Connection, now: float, name: str, action: str) -> int:
+        """The urgent demands held, after ``action`` ("hold", "linger" or "" to only look) on ``name``."""
+        conn.execute("DELETE FROM limit_urgent WHERE namespace = ? AND (until <= ? OR until > ?)",
+                     (self.namespace, now, now + URGENT_LEASE))
+        if name and action == "hold":
+            conn.execute("INSERT INTO limit_urgent (namespace, name, until) VALUES (?, ?, ?) ON CONFLICT"
+                         " (namespace, name) DO UPDATE SET until = max(until, excluded.until)",
+                         (self.namespace, name, now + URGENT_LEASE))
+        elif name and action == "linger":
+            conn.execute("UPDATE limit_urgent SET until = min(until, ?) WHERE namespace = ? AND name = ?",
+                         (now + URGENT_LINGER, self.namespace, name))
+        return conn.execute("SELECT count(*) FROM limit_urgent WHERE namespace = ?", (self.namespace,)).fetchone()[0]
+
+    def demand(self, name: str, action: str) -> int:
+        return self._change(lambda conn, _state, now: self._demand(conn, now, name, action))
+
+    def try_acquire(self, interval: float, token: str, in_flight: float, urgent: str = "") -> float:
         def step(conn: sqlite3.Connection, state: dict, now: float) -> float:
             throttle = self._throttle(state["aimd"], now)
             spacing = 1 / throttle["rate"] if throttle else interval
             if spacing <= 0:
                 return 0.0
+            if self._demand(conn, now, urgent, "hold") and not urgent:
+                return GIVE_WAY
             cap = max(1, math.floor(WINDOW / spacing + 1e-9))
             conn.execute("DELETE FROM limit_window WHERE namespace = ? AND (until <= ? OR until > ?)",
                          (self.namespace, now - WINDOW, now + in_flight))
@@ -377,19 +446,56 @@ class MailRateLimit:
         """Unlimited and, as far as this process last heard, not throttled either."""
         return not self.interval and self._throttled_rate is None
 
-    def acquire(self, should_stop=lambda: False) -> Permit | None:
+    def acquire(self, should_stop=lambda: False, urgent: str | None = None) -> Permit | None:
         """Wait until one more message may leave; None if ``should_stop`` says to give up.
-        ``should_stop`` is asked at least every ``MAX_SLEEP`` seconds while waiting."""
+        ``should_stop`` is asked at least every ``MAX_SLEEP`` seconds while waiting.
+
+        ``urgent``: the demand (``job_demand``) of the urgent job the message belongs to, renewed
+        while it waits. A normal message (no ``urgent``) gets None at once while any urgent demand
+        is held: it gives way, and its sender hands the batch back."""
         if not self.interval:
             self._sync_if_due()  # an unlimited limit hears of a throttle within a second
             if self._throttled_rate is None:
                 return Permit(self, None)
         token = uuid.uuid4().hex
-        while (wait := self.backend.try_acquire(self.interval, token, self.in_flight)) > 0:
+        while (wait := self.backend.try_acquire(self.interval, token, self.in_flight, urgent or "")) > 0:
             if should_stop():
                 return None
             time.sleep(min(MAX_SLEEP, wait))
-        return Permit(self, token)
+        return None if wait == GIVE_WAY else Permit(self, token)
+
+    def hold_urgent(self, name: str) -> None:
+        """Urgent work named ``name`` is on its way: normal messages give way for the next
+        ``URGENT_LEASE`` seconds. Never raises: urgent work is sent all the same, only not first."""
+        self._demand(name, "hold")
+
+    def urgent_ending(self, name: str) -> None:
+        """A batch of the urgent work ``name`` ended: its demand ends within ``URGENT_LINGER``
+        unless the work's next batch renews it. Never raises."""
+        self._demand(name, "linger")
+
+    def urgent_held(self) -> bool:
+        """Whether any urgent demand is held now (False when it cannot be known)."""
+        return self._demand("", "") > 0
+
+    def give_way(self, longest: float, should_stop=lambda: False) -> bool:
+        """Wait up to ``longest`` seconds for every urgent demand to end: True if one still holds.
+        Waits not at all while the limit is unlimited (messages do not compete for a rate)."""
+        deadline = time.monotonic() + longest
+        while self.urgent_held():
+            if should_stop() or time.monotonic() >= deadline:
+                return True
+            time.sleep(min(MAX_SLEEP / 5, max(0.0, deadline - time.monotonic())))
+        return False
+
+    def _demand(self, name: str, action: str) -> int:
+        if self.unlimited:
+            return 0
+        try:
+            return self.backend.demand(name, action)
+        except Exception as exc:
+            log.warning("rate limit: could not reach the urgent demand (%s)", exc)
+            return 0
 
     def accepted(self) -> None:
         """A good reply. Counted here and handed over at most once a second; never raises."""
@@ -445,6 +551,18 @@ def for_config(config) -> MailRateLimit:
         if key not in _limits:
             _limits[key] = MailRateLimit(*key)
         return _limits[key]
+
+
+def job_demand(job_id: int) -> str:
+    """The name of an urgent job's demand on the limit: its dispatch, fan-out and batches share it."""
+    return f"job:{job_id}"
+
+
+def urgent_on_its_way(config, job_id: int, priority: int) -> None:
+    """Before an urgent job's work goes to the queue: normal messages give way from now on, so
+    the worker threads sending them are free for it by the time it arrives. Normal jobs: nothing."""
+    if priority >= URGENT:
+        for_config(config).hold_urgent(job_demand(job_id))
 
 
 # The cap on open SMTP connections (MAIL_MAX_CONNECTIONS): a counting semaphore whose holders are

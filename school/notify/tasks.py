@@ -38,7 +38,8 @@ def fanout(job_id: int) -> int:
 def send_batch(batch_id: int) -> str:
     with app_context():
         outcome = delivery.send(batch_id, enqueue_batch)
-        if outcome == "released" and not worker.stopping.is_set():
+        # A batch that gave way was never claimed: it goes back to the queue even while this consumer stops.
+        if outcome == "yielded" or (outcome == "released" and not worker.stopping.is_set()):
             _offer_again(batch_id)
         return outcome
 
