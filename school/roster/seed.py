@@ -57,8 +57,9 @@ def _fix_sequences() -> None:
         ))
 
 
-def seed_demo(students: int, reset: bool = False, seed: int = 42) -> SeedSummary:
-    """Write a demo school of ``students`` students; refuse if a roster exists unless ``reset``."""
+def seed_demo(students: int, reset: bool = False, seed: int = 42, language: str | None = None) -> SeedSummary:
+    """Write a demo school of ``students`` students; refuse if a roster exists unless ``reset``.
+    Guardians speak a mix of languages, or all ``language`` when given."""
     if roster_exists():
         if not reset:
             raise RosterExists("A roster already exists; run again with --reset to replace it.")
@@ -86,7 +87,7 @@ def seed_demo(students: int, reset: bool = False, seed: int = 42) -> SeedSummary
             guardian_rows.append({
                 "id": gid, "name": f"{rng.choice(FIRST)} {surname}",
                 "email": f"guardian{gid}@example.org" if has_email else None,
-                "language": rng.choice(LANGUAGES),
+                "language": language or rng.choice(LANGUAGES),
             })
             guardian_ids.append(gid)
         for _ in range(children):
