@@ -27,7 +27,13 @@ def parse_translations(value, original: str) -> tuple[dict[str, dict[str, str]],
     errors: dict[str, str] = {}
     for code, fields in value.items():
         key = f"translations.{code}"
+        if isinstance(code, str) and code.endswith(" (twice)"):  # the form's second block for a language
+            errors[key.removesuffix(" (twice)")] = "A second translation into this language: give each language once."
+            continue
         locale = supported(code) if isinstance(code, str) else None
+        if code == "?":
+            errors[key] = "Choose the translation's language."
+            continue
         if locale is None:
             errors[key] = "Unknown language: choose one the school speaks (" + ", ".join(LANGUAGES) + ")."
             continue
@@ -35,7 +41,7 @@ def parse_translations(value, original: str) -> tuple[dict[str, dict[str, str]],
             errors[key] = "This is the event's own language: write it in the event itself."
             continue
         if locale in clean:
-            errors[key] = f"A second translation into {locale}."
+            errors[key] = f"A second translation into {LANGUAGES[locale]}: give each language once."
             continue
         if not isinstance(fields, dict):
             errors[key] = "must be an object with title, and optionally description and location"
