@@ -30,7 +30,7 @@ def index():
 @bp.get("/events/<int:event_id>")
 def detail(event_id: int):
     event = db.get_or_404(Event, event_id)
-    return render_template("events/detail.html", event=event)
+    return render_template("events/detail.html", event=event, languages=LANGUAGES)
 
 
 @bp.post("/events/<int:event_id>/remind")
