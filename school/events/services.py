@@ -3,6 +3,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from flask import current_app
+from flask_babel import force_locale, gettext
 from sqlalchemy import func, select
 
 from ..caching.versions import EVENTS, changed, remember, version
@@ -214,7 +215,7 @@ def create_reminder(event: Event, who, user, enqueue_fanout) -> Event:
     reminder = Event(
         title=(REMINDER_PREFIX + event.title)[:LIMITS["title"]], description=event.description,
         location=event.location, starts_at=event.starts_at, ends_at=event.ends_at, audience=event.audience,
-        priority=event.priority, rsvp=event.rsvp, created_by=user, translations=event.translations,
+        priority=event.priority, rsvp=event.rsvp, created_by=user, translations=_reminder_translations(event),
     )
     job = NotificationJob(event=reminder, priority=first.priority, follow_up_of_id=first.id, follow_up_who=who)
     db.session.add_all([reminder, job])
@@ -222,6 +223,16 @@ def create_reminder(event: Event, who, user, enqueue_fanout) -> Event:
     changed(EVENTS)
     dispatch(job, enqueue_fanout)
     return reminder
+
+
+def _reminder_translations(event: Event) -> dict | None:
+    """The event's translations, each title saying "Reminder:" in its own language."""
+    translations = {}
+    for locale, text in (event.translations or {}).items():
+        with force_locale(locale):
+            title = gettext("Reminder: %(title)s", title=text["title"])
+        translations[locale] = {**text, "title": title[:LIMITS["title"]]}
+    return translations or None
 
 
 def events_page(page: int, per_page: int) -> Page:
