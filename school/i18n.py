@@ -5,6 +5,8 @@ The message catalogs' sources (``.po``) live in ``school/translations``; their c
 (``.mo``) is made from them when the app starts, under ``DATA_DIR``, so no setup step and no
 generated file in the repository can fall out of date.
 """
+import functools
+import io
 import os
 import re
 import tempfile
@@ -104,17 +106,26 @@ def compile_catalogs(target: Path, sources: Path = SOURCES) -> Path:
         if mo.exists() and mo.stat().st_mtime >= po.stat().st_mtime:
             continue
         mo.parent.mkdir(parents=True, exist_ok=True)
-        with po.open("rb") as source:
-            catalog = read_po(source, locale=po.parent.parent.name, domain=DOMAIN)
         handle, temporary = tempfile.mkstemp(dir=mo.parent, suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as out:
-                write_mo(out, catalog)
+                out.write(_compiled(str(po), po.stat().st_mtime_ns))
             os.replace(temporary, mo)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
     return target
+
+
+@functools.cache
+def _compiled(po: str, _mtime_ns: int) -> bytes:
+    """A catalog's ``.mo`` bytes, compiled once per process and version of the source (tests and
+    benchmarks build many apps, each with a ``DATA_DIR`` of its own)."""
+    with open(po, "rb") as source:
+        catalog = read_po(source, locale=Path(po).parent.parent.name, domain=DOMAIN)
+    out = io.BytesIO()
+    write_mo(out, catalog)
+    return out.getvalue()
 
 
 def select_locale() -> str:
