@@ -3,6 +3,7 @@ read this", RSVP, one-click unsubscribe (RFC 8058) and what staff then see."""
 import csv
 import io
 import re
+from urllib.parse import urlencode
 
 import pytest
 from icalendar import Calendar
@@ -115,6 +116,11 @@ def test_a_family_reads_answers_and_unsubscribes_from_its_email(make_school, smt
     assert set(notices_of(smtp_server, "Book fair")) == set(got) - {cy}
     assert second["job"]["opted_out"] == 1
     assert school.api("GET", f"/api/events/{second['event_id']}").get_json()["opted_out"] == 1
+    # ... and its ledger names the address left out, and why.
+    left_out = school.api("GET", f"/api/jobs/{second['job_id']}/recipients?status=opted_out").get_json()
+    assert [(r["email"], r["status"]) for r in left_out["recipients"]] == [(cy, "opted_out")]
+    not_read = school.api("GET", f"/api/jobs/{second['job_id']}/recipients?status=not_acknowledged&per_page=100")
+    assert cy not in {r["email"] for r in not_read.get_json()["recipients"]}
 
     # An urgent notice reaches everyone, with no way to unsubscribe.
     send(school, "School closed today", priority="urgent")
@@ -143,6 +149,10 @@ def test_a_family_reads_answers_and_unsubscribes_from_its_email(make_school, smt
     doc = parse(staff.client.get(f"/jobs/{job_id}/recipients", query_string={"q": ben.upper()}).data)
     assert [tr.attrs["data-email"] for tr in doc.find("tbody").find_all("tr")] == [ben]
     assert staff.client.get(f"/jobs/{job_id}/recipients?status=bogus").status_code == 422
+    # ... by part of a name, too (as the roster wrote it, in any case).
+    (ben_row,) = school.api("GET", f"/api/jobs/{job_id}/recipients?q={ben}").get_json()["recipients"]
+    by_name = school.api("GET", f"/api/jobs/{job_id}/recipients?" + urlencode({"q": ben_row["name"][1:].upper()}))
+    assert ben in {r["email"] for r in by_name.get_json()["recipients"]}
     export = staff.client.get(f"/jobs/{job_id}/recipients.csv")
     lines = list(csv.DictReader(io.StringIO(export.get_data(as_text=True))))
     assert sorted(line["email"] for line in lines) == sorted(got)

@@ -20,7 +20,7 @@ from ..roster.audience import Audience, Recipient, count, recipients
 from . import leases
 from .completion import finish_if_complete
 from .models import (JOB_OPEN, BatchStatus, JobStatus, Notification, NotificationBatch, NotificationJob,
-                     RecipientStatus)
+                     RecipientAddress, RecipientStatus)
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +77,18 @@ def run_fanout(job_id: int, enqueue_batch) -> int:
     return added
 
 
-def _without_opted_out(stream, counted: list[int]):
+def _without_opted_out(job_id: int, stream, counted: list[int]):
     """The stream less the addresses that opted out of normal notices; ``counted[0]`` counts them.
-    One indexed lookup per thousand recipients."""
+
+    Each is written to the ledger as an ``opted_out`` row outside any batch, in the transaction of
+    the rows around it, so staff see who was left out and why. One indexed lookup per thousand
+    recipients."""
     while chunk := list(islice(stream, ROWS_PER_COMMIT)):
         opted = opted_out_among([r.email for r in chunk])
-        counted[0] += sum(1 for r in chunk if r.email.lower() in opted)
+        left_out = [r for r in chunk if r.email.lower() in opted]
+        if left_out:
+            counted[0] += len(left_out)
+            _insert_left_out(job_id, left_out, RecipientStatus.OPTED_OUT)
         yield from (r for r in chunk if r.email.lower() not in opted)
 
 
@@ -109,11 +115,28 @@ def _by_language(stream, size: int):
     yield from waiting.values()
 
 
+def _insert_left_out(job_id: int, people: list[Recipient], status: RecipientStatus) -> None:
+    rows = [{"job_id": job_id, "batch_id": None, "email": r.email, "name": r.name, "roles": ",".join(r.roles),
+             "children": ", ".join(r.children), "status": status} for r in people]
+    db.session.execute(_insert_ignoring_duplicates(), rows)
+    _note_addresses(rows)
+
+
+def _note_addresses(rows: list[dict]) -> None:
+    """Keep the ledger's search directory up to date: new addresses, and names that changed.
+    An address already there with the same name costs an index lookup, not a write."""
+    dialect_insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(RecipientAddress)
+    stmt = stmt.on_conflict_do_update(index_elements=["email"], set_={"name": stmt.excluded.name},
+                                      where=RecipientAddress.name != stmt.excluded.name)
+    db.session.execute(stmt, [{"email": row["email"], "name": row["name"]} for row in rows])
+
+
 def _follow_up(job_id: int, who: str) -> Iterator[Recipient]:
     """A reminder's recipients: the rows of the job it follows up, all or those who have not acknowledged."""
     stmt = select(Notification.email, Notification.name, Notification.roles, Notification.children,
                   Notification.language).where(
-        Notification.job_id == job_id).order_by(Notification.email)
+        Notification.job_id == job_id, Notification.status != RecipientStatus.OPTED_OUT).order_by(Notification.email)
     if who == "not_acknowledged":
         stmt = stmt.where(Notification.acknowledged_at.is_(None))
     with db.engine.connect() as conn:
@@ -130,7 +153,7 @@ def _write(job_id: int, stream: Iterator[Recipient], skipped, size: int, priorit
     queue_up = True  # after one failure to queue a batch, the rest are left to the sweeper too
     opted_out = [0]
     if skip_opted_out:
-        stream = _without_opted_out(stream, opted_out)
+        stream = _without_opted_out(job_id, stream, opted_out)
     batches = _by_language(_in_languages(stream, current_app.config["SCHOOL_LANGUAGE"]), size)
     per_commit = max(1, ROWS_PER_COMMIT // size)
     while chunks := list(islice(batches, per_commit)):
@@ -147,6 +170,7 @@ def _write(job_id: int, stream: Iterator[Recipient], skipped, size: int, priorit
                  "status": RecipientStatus.PENDING}
                 for batch_id, chunk in zip(batch_ids, chunks) for r in chunk]
         written = _insert_new(rows, batch_ids)
+        _note_addresses(rows)
         filled = [batch_id for batch_id in batch_ids if written.get(batch_id)]
         if filled:
             db.session.execute(update(NotificationBatch), [{"id": b, "size": written[b]} for b in filled])
@@ -189,10 +213,14 @@ def _hand_out(batch_id: int, priority: int, enqueue_batch) -> bool:
 
 def _insert_new(rows: list[dict], batch_ids: list[int]) -> dict[int, int]:
     """Insert rows, skipping (job, email) pairs already there; return how many each batch got."""
-    dialect_insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
-    stmt = dialect_insert(Notification).on_conflict_do_nothing(index_elements=["job_id", "email"])
-    db.session.execute(stmt, rows)
+    db.session.execute(_insert_ignoring_duplicates(), rows)
     # The batches are new, so what they hold now is what this insert wrote.
     return dict(db.session.execute(
         select(Notification.batch_id, func.count()).where(Notification.batch_id.in_(batch_ids))
         .group_by(Notification.batch_id)).all())
+
+
+def _insert_ignoring_duplicates():
+    """An insert of notification rows that skips (job, email) pairs already written."""
+    dialect_insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    return dialect_insert(Notification).on_conflict_do_nothing(index_elements=["job_id", "email"])

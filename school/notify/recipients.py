@@ -1,6 +1,7 @@
 """A job's recipient ledger for staff: who it reached, what their server said, who read and answered.
 
-Filters and search run on the job's own rows (the (job_id, status) index narrows them); the CSV
+Filters run on the job's own rows (the (job_id, status) index narrows them); a search by part of a
+name or address looks in the address directory first (trigram-indexed on PostgreSQL); the CSV
 export streams rows from a server-side cursor, so a job of any size is exported in flat memory.
 """
 import csv
@@ -12,15 +13,17 @@ from sqlalchemy import func, or_, select
 from ..extensions import db
 from ..pagination import Page
 from ..timeutil import aware
-from .models import Notification, RecipientStatus
+from .models import Notification, RecipientAddress, RecipientStatus
 
 FILTERS = {
     "sent": Notification.status == RecipientStatus.SENT,
     "failed": Notification.status == RecipientStatus.FAILED,
     "pending": Notification.status.in_((RecipientStatus.PENDING, RecipientStatus.SENDING)),
     "canceled": Notification.status == RecipientStatus.CANCELED,
+    "opted_out": Notification.status == RecipientStatus.OPTED_OUT,
     "acknowledged": Notification.acknowledged_at.is_not(None),
-    "not_acknowledged": Notification.acknowledged_at.is_(None),
+    # Those the notice was meant to reach who have not said they read it (not those it left out).
+    "not_acknowledged": Notification.acknowledged_at.is_(None) & (Notification.status != RecipientStatus.OPTED_OUT),
 }
 COLUMNS = ("name", "email", "children", "status", "sent_at", "server_reply", "acknowledged_at", "rsvp")
 MAX_QUERY = 200
@@ -43,8 +46,11 @@ def _query(job_id: int, status: str = "", q: str = ""):
         raise LedgerError({"q": f"At most {MAX_QUERY} characters."})
     if q:
         pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        where.append(or_(func.lower(Notification.name).like(pattern, escape="\\"),
-                         func.lower(Notification.email).like(pattern, escape="\\")))
+        # Looked up in the address directory (indexed for it, and never updated by sending), then
+        # the job's rows by (job, address).
+        where.append(Notification.email.in_(select(RecipientAddress.email).where(or_(
+            func.lower(RecipientAddress.name).like(pattern, escape="\\"),
+            func.lower(RecipientAddress.email).like(pattern, escape="\\")))))
     return where
 
 
