@@ -10,6 +10,7 @@ from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 from icalendar import Calendar
 
+from school import config
 from school.i18n import LANGUAGES, SOURCES, resolve, supported
 from tests.support.pages import csrf_token, parse
 from tests.support.school import EVENT
@@ -258,3 +259,10 @@ def test_every_catalog_translates_every_message_a_family_can_see():
         problems += [f"{wanted_id!r}: missing" for wanted_id in sorted(wanted) if wanted_id not in catalog]
         problems += [f"{m.id!r}: {', '.join(map(str, errors))}" for m, errors in catalog.check()]
         assert not problems, f"{language}: " + "; ".join(problems)
+
+
+def test_the_schools_language_is_a_setting_checked_at_start():
+    assert config.load({"SCHOOL_LANGUAGE": "pt-BR"})["SCHOOL_LANGUAGE"] == "pt"
+    assert config.load({})["SCHOOL_LANGUAGE"] == "en"
+    with pytest.raises(config.ConfigError, match="SCHOOL_LANGUAGE"):
+        config.load({"SCHOOL_LANGUAGE": "klingon"})
