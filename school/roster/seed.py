@@ -84,10 +84,12 @@ def seed_demo(students: int, reset: bool = False, seed: int = 42, language: str 
         for _ in range(rng.choice((1, 2, 2))):
             gid = len(guardian_rows) + 1
             has_email = rng.random() > 0.02
+            name = f"{rng.choice(FIRST)} {surname}"
+            drawn = rng.choice(LANGUAGES)  # drawn even when ``language`` overrides it: the same school either way
             guardian_rows.append({
-                "id": gid, "name": f"{rng.choice(FIRST)} {surname}",
+                "id": gid, "name": name,
                 "email": f"guardian{gid}@example.org" if has_email else None,
-                "language": language or rng.choice(LANGUAGES),
+                "language": language or drawn,
             })
             guardian_ids.append(gid)
         for _ in range(children):
