@@ -217,3 +217,35 @@ def test_the_family_pages_answer_one_address_only_so_often(app_on, sqlite_url):
     assert client.post("/u/not-a-token").status_code == 429
     other = app.test_client()
     assert other.get("/n/x", environ_base={"REMOTE_ADDR": "127.0.0.2"}).status_code == 404
+
+
+def test_a_long_ledger_counts_only_so_far_past_the_page(make_school, monkeypatch):
+    """Written by the fan-out in this process (no mail needed): the ledger of a whole school, counted
+    only a little past the page asked for, says "more than", and its last page is still reached."""
+    from school.notify import recipients
+    from school.notify.fanout import run_fanout
+
+    monkeypatch.setattr(recipients, "COUNT_AHEAD", 5)
+    school = make_school(students=24)
+    created = school.create_event(WHOLE_SCHOOL, title="Sports day")
+    with school.app.app_context():
+        run_fanout(created["job_id"], lambda batch_id, priority: None)
+    everyone = school.scalar("SELECT count(*) FROM notifications WHERE job_id = :job", job=created["job_id"])
+    assert everyone > 50 + 5  # more than the web page's 50 rows and the 5 counted past them
+    path = f"/api/jobs/{created['job_id']}/recipients?per_page=5"
+
+    first = school.api("GET", path).get_json()
+    assert (first["total"], first["total_exact"], first["has_next"]) == (5 + 5, False, True)
+    staff = school.admin()
+    html = staff.client.get(f"/jobs/{created['job_id']}/recipients").get_data(as_text=True)
+    assert "Page 1 of 2+ · more than 55 recipient(s)" in " ".join(html.split())
+
+    # Paging on while there is a next page reaches every row, and the last page's count is exact.
+    seen, number, listed = set(), 1, first
+    while True:
+        seen |= {r["email"] for r in listed["recipients"]}
+        if not listed["has_next"]:
+            break
+        number += 1
+        listed = school.api("GET", f"{path}&page={number}").get_json()
+    assert len(seen) == everyone and listed["total_exact"] and listed["total"] == everyone
