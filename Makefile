@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # Most slow tests wait on real servers rather than compute: three at a time fit two cores.
 TEST_WORKERS ?= 3
 
-.PHONY: run test bench setup setup-test
+.PHONY: run test bench setup setup-test messages
 
 run: setup
 	$(BIN)/flask --app app db upgrade
@@ -28,6 +28,12 @@ test: setup-test
 
 bench: setup-test
 	$(BIN)/python -m bench
+
+# After changing a string families see: the template, then every catalog (translate what is new).
+# The app compiles the catalogs itself when it starts (school/i18n.py): no step for `run` or `test`.
+messages: setup
+	$(BIN)/pybabel extract -F babel.cfg -o school/translations/messages.pot --no-location --project "School notices" .
+	$(BIN)/pybabel update -i school/translations/messages.pot -d school/translations --no-fuzzy-matching
 
 setup: $(VENV)/.installed-runtime
 

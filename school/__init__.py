@@ -4,8 +4,8 @@ from pathlib import Path
 from flask import Flask
 
 from . import config as config_module
-from . import database, queue
-from .extensions import cache, csrf, db, login_manager, mail, migrate
+from . import database, i18n, queue
+from .extensions import babel, cache, csrf, db, login_manager, mail, migrate
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -36,6 +36,8 @@ def register_extensions(app: Flask) -> None:
     mail.init_app(app)
     csrf.init_app(app)
     login_manager.init_app(app)
+    i18n.compile_catalogs(Path(app.config["BABEL_TRANSLATION_DIRECTORIES"]))
+    babel.init_app(app, locale_selector=i18n.select_locale)
     from . import models  # noqa: F401  (the whole schema, for migrations)
     from .auth import login as auth_login
 

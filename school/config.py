@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from limits import parse as parse_limit, parse_many
 
+from .i18n import LANGUAGES, supported
+
 APP_ENVS = ("development", "test", "production")
 # Only these may sign sessions with a key of the app's own making (kept in DATA_DIR, see
 # development_secret): anything else, a mistyped APP_ENV included, must bring its SECRET_KEY.
@@ -155,6 +157,12 @@ def load(env=None) -> dict:
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"SCHOOL_TIMEZONE must be a time zone name like Europe/Berlin, not {zone!r}") from None
 
+    raw_language = env.get("SCHOOL_LANGUAGE") or "en"
+    language = supported(raw_language)
+    if language is None:
+        raise ConfigError(f"SCHOOL_LANGUAGE must be one of {', '.join(LANGUAGES)} (or a code like pt-BR), "
+                          f"not {raw_language!r}")
+
     batch_size = _int(env, "NOTIFY_BATCH_SIZE", 100)
     if batch_size < 1:
         raise ConfigError("NOTIFY_BATCH_SIZE must be at least 1")
@@ -193,6 +201,12 @@ def load(env=None) -> dict:
         "NOTIFY_SWEEP_INTERVAL": _float(env, "NOTIFY_SWEEP_INTERVAL", 15.0),
         "HEARTBEAT_INTERVAL": _float(env, "HEARTBEAT_INTERVAL", 5.0),
         "SCHOOL_TIMEZONE": zone,
+        # The school's own language: what events are written in, and what a family whose language
+        # the school does not speak reads.
+        "SCHOOL_LANGUAGE": language,
+        "BABEL_DEFAULT_LOCALE": language,
+        "BABEL_DEFAULT_TIMEZONE": zone,
+        "BABEL_TRANSLATION_DIRECTORIES": str(data_dir / "translations"),  # compiled at start (i18n)
         "PUBLIC_URL": (env.get("PUBLIC_URL") or "http://127.0.0.1:5000").rstrip("/"),
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
         # Requests one client address may make to the family pages (the token is the capability).

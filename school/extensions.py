@@ -1,4 +1,5 @@
 """Extension objects, created bare and bound to the app in ``create_app``."""
+from flask_babel import Babel
 from flask_caching import Cache
 from flask_login import LoginManager
 from flask_mail import Mail
@@ -28,3 +29,4 @@ cache = Cache()
 mail = Mail()
 login_manager = LoginManager()
 csrf = CSRFProtect()
+babel = Babel()

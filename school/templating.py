@@ -2,7 +2,9 @@
 from datetime import datetime
 
 from flask import Flask
+from flask_babel import get_locale
 
+from . import i18n
 from .timeutil import local
 
 
@@ -35,7 +37,25 @@ def audience_text(audience: dict) -> str:
     return Audience.from_dict(audience or {}).describe()
 
 
+def _locale() -> str:
+    locale = get_locale()
+    return str(locale) if locale else "en"
+
+
+def moment(value: datetime | None) -> str:
+    """A date and time in the page's language (a family's) and the school's time zone."""
+    return "—" if value is None else i18n.moment(value, _locale())
+
+
+def page_language() -> dict:
+    """The page's ``lang`` and ``dir`` (right to left for Arabic)."""
+    locale = _locale()
+    return {"page_lang": i18n.bcp47(locale), "page_dir": i18n.direction(locale)}
+
+
 def init_app(app: Flask) -> None:
+    app.add_template_global(moment)
+    app.context_processor(page_language)
     app.add_template_filter(audience_text)
     app.add_template_filter(when)
     app.add_template_filter(number)

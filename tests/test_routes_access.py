@@ -32,6 +32,7 @@ ACCESS = {
     "events.detail": SESSION,
     "events.new": SESSION,
     "events.reach": SESSION,
+    "events.translation": SESSION,
     "jobs.fragment": SESSION,  # the progress shown on an event's page
     "jobs.index": ADMIN,
     "jobs.rows": ADMIN,

@@ -69,7 +69,8 @@ def event(event_id: int):
     found = _event_or_404(event_id)
     data = {"id": found.id, "title": found.title, "description": found.description, "location": found.location,
             "starts_at": aware(found.starts_at).isoformat(), "ends_at": aware(found.ends_at).isoformat(),
-            "priority": found.priority, "rsvp_asked": found.rsvp, "audience": found.audience}
+            "priority": found.priority, "rsvp_asked": found.rsvp, "audience": found.audience,
+            "translations": found.translations or {}}
     job_data = _job_json(found.job) if found.job else None
     data["job"] = job_data
     data["acknowledged"] = job_data["acknowledged"] if job_data else 0

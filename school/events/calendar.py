@@ -9,7 +9,9 @@ def event_uid(event, domain: str) -> str:
     return f"event-{event.id}@{domain}"
 
 
-def ics(event, domain: str, url: str | None = None) -> bytes:
+def ics(event, domain: str, url: str | None = None, note: str | None = None) -> bytes:
+    """``event`` as one reader sees it (see ``events.translations.EventText``); ``note``, a line put
+    before the description (which language the original is in)."""
     calendar = Calendar()
     calendar.add("prodid", f"-//{domain}//school notices//EN")
     calendar.add("version", "2.0")
@@ -23,8 +25,9 @@ def ics(event, domain: str, url: str | None = None) -> bytes:
     entry.add("summary", event.title)
     if event.location:
         entry.add("location", event.location)
-    if event.description:
-        entry.add("description", event.description)
+    description = "\n\n".join(part for part in (note, event.description) if part)
+    if description:
+        entry.add("description", description)
     if url:
         entry.add("url", url)
     calendar.add_component(entry)

@@ -24,6 +24,8 @@ class Event(db.Model):
     audience: Mapped[dict] = mapped_column(JSON)
     priority: Mapped[str] = mapped_column(String(10), default="normal")
     rsvp: Mapped[bool] = mapped_column(default=False, server_default=sa_false())  # families answer yes/no/maybe
+    # Staff's own translations, by locale: {"es": {"title": ..., "description": ..., "location": ...}}
+    translations: Mapped[dict | None] = mapped_column(JSON)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 

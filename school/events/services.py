@@ -2,6 +2,8 @@
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from flask import current_app
+from flask_babel import force_locale, gettext
 from sqlalchemy import func, select
 
 from ..caching.versions import EVENTS, changed, remember, version
@@ -14,6 +16,7 @@ from ..roster.audience import Audience, AudienceError, validate as validate_audi
 from ..text import storable
 from ..timeutil import school_zone, utcnow
 from .models import PRIORITIES, Event
+from .translations import parse_translations
 
 LIMITS = {"title": 200, "location": 200, "description": 5000}
 MULTILINE = {"description"}
@@ -42,6 +45,7 @@ class EventInput:
     priority: str
     rsvp: bool = False  # families are asked to answer yes, no or maybe
     notes: dict[str, str] = field(default_factory=dict)  # per field: what was read into it, e.g. a DST choice
+    translations: dict[str, dict[str, str]] = field(default_factory=dict)  # per locale: title, description, location
 
 
 def latest_date(now: datetime) -> datetime:
@@ -167,10 +171,13 @@ def parse_event(data: dict) -> EventInput:
         rsvp = False
     if not isinstance(rsvp, bool):
         errors["rsvp"] = "must be true or false"
+    translations, translation_errors = parse_translations(data.get("translations"),
+                                                          current_app.config["SCHOOL_LANGUAGE"])
+    errors.update(translation_errors)
     if errors:
         raise EventError(errors)
     return EventInput(title, description, location, times["starts_at"], times["ends_at"], audience, priority,
-                      rsvp=rsvp, notes=notes)
+                      rsvp=rsvp, notes=notes, translations=translations)
 
 
 def create_event(data: EventInput, user, enqueue_fanout) -> Event:
@@ -182,7 +189,7 @@ def create_event(data: EventInput, user, enqueue_fanout) -> Event:
     event = Event(
         title=data.title, description=data.description, location=data.location,
         starts_at=data.starts_at, ends_at=data.ends_at, audience=data.audience.to_dict(),
-        priority=data.priority, rsvp=data.rsvp, created_by=user,
+        priority=data.priority, rsvp=data.rsvp, created_by=user, translations=data.translations or None,
     )
     job = NotificationJob(event=event, priority=priority_for(data.priority == "urgent"))
     db.session.add_all([event, job])
@@ -208,7 +215,7 @@ def create_reminder(event: Event, who, user, enqueue_fanout) -> Event:
     reminder = Event(
         title=(REMINDER_PREFIX + event.title)[:LIMITS["title"]], description=event.description,
         location=event.location, starts_at=event.starts_at, ends_at=event.ends_at, audience=event.audience,
-        priority=event.priority, rsvp=event.rsvp, created_by=user,
+        priority=event.priority, rsvp=event.rsvp, created_by=user, translations=_reminder_translations(event),
     )
     job = NotificationJob(event=reminder, priority=first.priority, follow_up_of_id=first.id, follow_up_who=who)
     db.session.add_all([reminder, job])
@@ -216,6 +223,16 @@ def create_reminder(event: Event, who, user, enqueue_fanout) -> Event:
     changed(EVENTS)
     dispatch(job, enqueue_fanout)
     return reminder
+
+
+def _reminder_translations(event: Event) -> dict | None:
+    """The event's translations, each title saying "Reminder:" in its own language."""
+    translations = {}
+    for locale, text in (event.translations or {}).items():
+        with force_locale(locale):
+            title = gettext("Reminder: %(title)s", title=text["title"])
+        translations[locale] = {**text, "title": title[:LIMITS["title"]]}
+    return translations or None
 
 
 def events_page(page: int, per_page: int) -> Page:

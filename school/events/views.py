@@ -2,6 +2,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from ..extensions import db
+from ..i18n import LANGUAGES
 from ..notify.tasks import enqueue_fanout
 from ..roster.audience import AudienceError, validate as validate_audience
 from ..roster.services import audience_choices, cached_count
@@ -29,7 +30,7 @@ def index():
 @bp.get("/events/<int:event_id>")
 def detail(event_id: int):
     event = db.get_or_404(Event, event_id)
-    return render_template("events/detail.html", event=event)
+    return render_template("events/detail.html", event=event, languages=LANGUAGES)
 
 
 @bp.post("/events/<int:event_id>/remind")
@@ -42,6 +43,29 @@ def remind(event_id: int):
         return redirect(url_for("events.detail", event_id=event_id))
     flash("The reminder is on its way.")
     return redirect(url_for("events.detail", event_id=reminder.id))
+
+
+TRANSLATION_FIELDS = ("language", "title", "description", "location")
+MAX_TRANSLATIONS = len(LANGUAGES)
+
+
+def translation_blocks(form) -> list[dict]:
+    """The form's translation blocks (``translations-<n>-<field>``), in order, blank ones left out."""
+    indexes = sorted({int(key.split("-")[1]) for key in form
+                      if key.startswith("translations-") and key.count("-") == 2 and key.split("-")[1].isdigit()})
+    blocks = [{name: form.get(f"translations-{i}-{name}", "") for name in TRANSLATION_FIELDS}
+              for i in indexes[:MAX_TRANSLATIONS]]
+    return [b for b in blocks if any(v.strip() for v in b.values())]
+
+
+def _translations(blocks: list[dict]) -> dict:
+    """The blocks as the API takes them: {language: {title, description, location}}. A block
+    without a language, or a second one for a language, comes under a key the check refuses."""
+    data = {}
+    for block in blocks:
+        key = block["language"].strip() or "?"
+        data[key if key not in data else f"{key} (twice)"] = {name: block[name] for name in TRANSLATION_FIELDS[1:]}
+    return data
 
 
 def form_data(form) -> tuple[dict, list[str]]:
@@ -57,6 +81,8 @@ def form_data(form) -> tuple[dict, list[str]]:
         "location": form.get("location", ""), "starts_at": form.get("starts_at", ""),
         "ends_at": form.get("ends_at", ""), "priority": form.get("priority", "normal"),
         "rsvp": form.get("rsvp") == "on",
+        "translations": _translations(translation_blocks(form)),
+        "translation_blocks": translation_blocks(form),
         "audience": {"roles": form.getlist("roles"), "grades": grades, "classes": form.getlist("classes"),
                      "schools": form.getlist("schools")},
     }
@@ -69,6 +95,10 @@ def new():
     errors = {}
     if request.method == "POST":
         values, bad_grades = form_data(request.form)
+        if request.form.get("add_translation"):  # without JavaScript: the same form, one more block
+            values["translation_blocks"].append(dict.fromkeys(TRANSLATION_FIELDS, ""))
+            return render_template("events/new.html", values=values, errors={}, choices=audience_choices(),
+                                   reach=_reach(values["audience"]), languages=LANGUAGES)
         try:
             checked = parse_event(values)
         except EventError as exc:
@@ -82,7 +112,17 @@ def new():
             return redirect(url_for("events.detail", event_id=event.id, created=1))
     status = 422 if errors else 200
     return render_template("events/new.html", values=values, errors=errors, choices=audience_choices(),
-                           reach=_reach(values["audience"])), status
+                           reach=_reach(values["audience"]), languages=LANGUAGES), status
+
+
+@bp.get("/events/translation")
+def translation():
+    """One more translation block for the create form (htmx), and the button for the next."""
+    index = min(request.args.get("index", 0, type=int), MAX_TRANSLATIONS)
+    if index < 0 or index >= MAX_TRANSLATIONS:
+        return "", 204
+    return render_template("events/_translation_block.html", index=index, next_index=index + 1,
+                           block=dict.fromkeys(TRANSLATION_FIELDS, ""), errors={}, languages=LANGUAGES)
 
 
 @bp.get("/events/reach")

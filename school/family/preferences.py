@@ -3,11 +3,9 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
+from ..i18n import LANGUAGES
 from ..timeutil import utcnow
 from .models import AddressPreference
-
-LANGUAGES = {"en": "English", "es": "Español", "fr": "Français", "de": "Deutsch", "pt": "Português",
-             "ar": "العربية", "zh": "中文", "uk": "Українська"}
 
 
 def _key(email: str) -> str:
@@ -32,6 +30,14 @@ def opted_out_among(emails: list[str]) -> set[str]:
         return set()
     return set(db.session.scalars(select(AddressPreference.email).where(
         AddressPreference.email.in_({_key(e) for e in emails}), AddressPreference.opted_out_at.is_not(None))))
+
+
+def languages_among(emails: list[str]) -> dict[str, str]:
+    """The language each address of ``emails`` (lower-cased) chose, for those that chose one."""
+    if not emails:
+        return {}
+    return dict(db.session.execute(select(AddressPreference.email, AddressPreference.language).where(
+        AddressPreference.email.in_({_key(e) for e in emails}), AddressPreference.language.is_not(None))).all())
 
 
 def set_normal_notices(email: str, wanted: bool) -> None:

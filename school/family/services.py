@@ -5,15 +5,20 @@ as the row it counts, and only when the row really changed, so a double click co
 page that polls never counts rows.
 """
 from dataclasses import dataclass
+from types import SimpleNamespace
 from datetime import timedelta
 
+from flask import current_app
+from flask_babel import gettext
 from sqlalchemy import select, update
 from sqlalchemy.orm import joinedload
 
 from ..events.models import Event
 from ..extensions import db
+from ..i18n import resolve
 from ..notify.models import RSVP_ANSWERS, Notification, NotificationJob, RecipientStatus
 from ..timeutil import aware, utcnow
+from .preferences import preference
 from .tokens import notice_token, read_token
 
 HISTORY_DAYS = 90
@@ -41,6 +46,14 @@ class Notice:
     @property
     def children(self) -> list[str]:
         return [c for c in (self.recipient.children or "").split(", ") if c]
+
+    @property
+    def language(self) -> str:
+        """The locale the family reads: its choice on the preferences page, else the one the notice
+        was written for (the roster's), else the school's."""
+        chosen = preference(self.recipient.email)
+        return resolve((chosen.language if chosen else None) or self.recipient.language,
+                       current_app.config["SCHOOL_LANGUAGE"])
 
     @property
     def rsvp_open(self) -> bool:
@@ -82,6 +95,11 @@ def acknowledge(found: Notice) -> bool:
     return bool(changed.rowcount)
 
 
+def answer_label(answer: str | None) -> str:
+    """An RSVP answer as the family's language says it."""
+    return {"yes": gettext("yes"), "no": gettext("no"), "maybe": gettext("maybe")}.get(answer, answer or "")
+
+
 def _rsvp_counter(answer: str):
     return getattr(NotificationJob, f"rsvp_{answer}")
 
@@ -89,10 +107,10 @@ def _rsvp_counter(answer: str):
 def answer_rsvp(found: Notice, answer: str) -> None:
     """Set or change the family's answer (yes, no, maybe) until the event starts."""
     if answer not in RSVP_ANSWERS:
-        raise ValueError("Choose yes, no or maybe.")
+        raise ValueError(gettext("Choose yes, no or maybe."))
     if not found.rsvp_open:
-        raise RsvpClosed("Answers are closed: the event has started." if found.event.rsvp
-                         else "This event asks for no answer.")
+        raise RsvpClosed(gettext("Answers are closed: the event has started.") if found.event.rsvp
+                         else gettext("This event asks for no answer."))
     previous = found.recipient.rsvp
     if previous == answer:
         return
@@ -114,12 +132,13 @@ def other_notices(found: Notice) -> list[dict]:
     """The same address's other notices of the last HISTORY_DAYS days, newest first, with their links."""
     since = utcnow() - timedelta(days=HISTORY_DAYS)
     rows = db.session.execute(
-        select(Notification.id, Notification.job_id, Event.title, Event.starts_at)
+        select(Notification.id, Notification.job_id, Event.title, Event.translations, Event.starts_at)
         .join(NotificationJob, NotificationJob.id == Notification.job_id)
         .join(Event, Event.id == NotificationJob.event_id)
         .where(Notification.email == found.recipient.email, Notification.id != found.recipient.id,
                Notification.status != RecipientStatus.OPTED_OUT,
                NotificationJob.created_at >= since)
         .order_by(NotificationJob.created_at.desc(), Notification.id.desc()).limit(HISTORY_SHOWN)).all()
-    return [{"title": title, "starts_at": starts_at, "token": notice_token(job_id, notification_id)}
-            for notification_id, job_id, title, starts_at in rows]
+    return [{"title": title, "starts_at": starts_at, "token": notice_token(job_id, notification_id),
+             "event": SimpleNamespace(title=title, description="", location="", translations=translations)}
+            for notification_id, job_id, title, translations, starts_at in rows]

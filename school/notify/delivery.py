@@ -314,7 +314,7 @@ class BatchRun:
         they are sent again, with the same Message-ID."""
         return db.session.execute(
             select(Notification.id, Notification.email, Notification.name, Notification.children,
-                   Notification.deferrals)
+                   Notification.deferrals, Notification.language)
             .where(Notification.batch_id == self.batch_id, Notification.status.in_(UNSETTLED))
             .order_by(Notification.id)
         ).all()

@@ -14,7 +14,8 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
-from ..family.preferences import opted_out_among
+from ..family.preferences import languages_among, opted_out_among
+from ..i18n import resolve
 from ..roster.audience import Audience, Recipient, count, recipients
 from . import leases, ratelimit
 from .completion import finish_if_complete
@@ -91,6 +92,29 @@ def _without_opted_out(job_id: int, stream, counted: list[int]):
         yield from (r for r in chunk if r.email.lower() not in opted)
 
 
+def _in_languages(stream, default: str):
+    """The stream with each recipient's locale settled: the address's own choice on the family
+    preferences page, else the roster's, matched to a language the school speaks, else ``default``.
+    One indexed lookup per thousand recipients."""
+    while chunk := list(islice(stream, ROWS_PER_COMMIT)):
+        chosen = languages_among([r.email for r in chunk])
+        for r in chunk:
+            r.language = resolve(chosen.get(r.email.lower()) or r.language, default)
+        yield from chunk
+
+
+def _by_language(stream, size: int):
+    """Batches of up to ``size`` recipients who all read the same language, so a batch renders its
+    bodies once. Memory stays flat: one unfinished batch per language."""
+    waiting: dict[str, list] = {}
+    for r in stream:
+        batch = waiting.setdefault(r.language, [])
+        batch.append(r)
+        if len(batch) >= size:
+            yield waiting.pop(r.language)
+    yield from waiting.values()
+
+
 def _insert_left_out(job_id: int, people: list[Recipient], status: RecipientStatus) -> None:
     rows = [{"job_id": job_id, "batch_id": None, "email": r.email, "name": r.name, "roles": ",".join(r.roles),
              "children": ", ".join(r.children), "status": status} for r in people]
@@ -110,14 +134,16 @@ def _note_addresses(rows: list[dict]) -> None:
 
 def _follow_up(job_id: int, who: str) -> Iterator[Recipient]:
     """A reminder's recipients: the rows of the job it follows up, all or those who have not acknowledged."""
-    stmt = select(Notification.email, Notification.name, Notification.roles, Notification.children).where(
+    stmt = select(Notification.email, Notification.name, Notification.roles, Notification.children,
+                  Notification.language).where(
         Notification.job_id == job_id, Notification.status != RecipientStatus.OPTED_OUT).order_by(Notification.email)
     if who == "not_acknowledged":
         stmt = stmt.where(Notification.acknowledged_at.is_(None))
     with db.engine.connect() as conn:
         conn = conn.execution_options(stream_results=True, yield_per=ROWS_PER_COMMIT, sqlite_readonly=True)
-        for email, name, roles, children in conn.execute(stmt):
-            yield Recipient(email, name, [r for r in roles.split(",") if r], [c for c in children.split(", ") if c])
+        for email, name, roles, children, language in conn.execute(stmt):
+            yield Recipient(email, name, [r for r in roles.split(",") if r], [c for c in children.split(", ") if c],
+                            language)
 
 
 def _write(job_id: int, stream: Iterator[Recipient], skipped, size: int, priority: int, next_seq: int,
@@ -128,8 +154,9 @@ def _write(job_id: int, stream: Iterator[Recipient], skipped, size: int, priorit
     opted_out = [0]
     if skip_opted_out:
         stream = _without_opted_out(job_id, stream, opted_out)
+    batches = _by_language(_in_languages(stream, current_app.config["SCHOOL_LANGUAGE"]), size)
     per_commit = max(1, ROWS_PER_COMMIT // size)
-    while chunks := [chunk for chunk in (list(islice(stream, size)) for _ in range(per_commit)) if chunk]:
+    while chunks := list(islice(batches, per_commit)):
         ratelimit.urgent_on_its_way(current_app.config, job_id, priority)  # keeps normal messages giving way
         if db.session.scalar(select(NotificationJob.status).where(NotificationJob.id == job_id)) == JobStatus.CANCELED:
             break  # nothing more to write for a canceled job
@@ -140,7 +167,8 @@ def _write(job_id: int, stream: Iterator[Recipient], skipped, size: int, priorit
              for index in range(len(chunks))],
         ).all()
         rows = [{"job_id": job_id, "batch_id": batch_id, "email": r.email, "name": r.name,
-                 "roles": ",".join(r.roles), "children": ", ".join(r.children), "status": RecipientStatus.PENDING}
+                 "roles": ",".join(r.roles), "children": ", ".join(r.children), "language": r.language,
+                 "status": RecipientStatus.PENDING}
                 for batch_id, chunk in zip(batch_ids, chunks) for r in chunk]
         written = _insert_new(rows, batch_ids)
         _note_addresses(rows)

@@ -6,11 +6,14 @@ from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
 
 from flask import current_app
+from flask_babel import force_locale, gettext
 from flask_mail import Message
 from markupsafe import escape
 
 from ..events.calendar import ics
+from ..events.translations import EventText
 from ..family.tokens import signer
+from ..i18n import bcp47, direction, period, resolve
 from .transport import Outgoing, ascii_domain, one_line
 
 
@@ -79,12 +82,37 @@ def _fill(shape: tuple[str, str], name: str, children: list[str], link: str) -> 
     return text, html
 
 
+class Version:
+    """What every recipient who reads one language shares: the event in that language (staff's
+    translation, or the original with a line saying so), its dates, subject, headers and calendar
+    part, and the bodies' shapes. Worked out once per batch and language."""
+
+    def __init__(self, letter: "Letter", locale: str):
+        self.locale = locale
+        self.lang, self.dir = bcp47(locale), direction(locale)
+        self.shapes: dict[bool, tuple[str, str] | None] = {}
+        with force_locale(locale):
+            self.event = EventText(letter.event, locale)
+            self.notice_line = self.event.notice_line()
+            self.when = period(self.event.starts_at, self.event.ends_at, locale)
+            urgent = letter.event.priority == "urgent"
+            title = one_line(self.event.title)
+            self.subject = gettext("Urgent: %(title)s", title=title) if urgent else title
+        self.calendar = ics(self.event, letter.domain, note=self.notice_line)
+        self.headers = (
+            letter.from_header
+            + f"Subject: {_header_text(self.subject)}\r\n"
+            + f"Content-Language: {self.lang}\r\n"
+            + letter.shared_headers
+        )
+
+
 class Letter:
     """One event's notification, rendered for one recipient after another.
 
-    What every recipient shares (subject, sender, dates, the calendar part, the templates) is worked
-    out once per batch; each message is then two small template renders joined as bytes, a small fraction
-    of what building it with the ``email`` package costs.
+    What every recipient of a language shares (subject, dates, the calendar part, the templates) is
+    worked out once per batch (see ``Version``); each message is then two small template renders
+    joined as bytes, a small fraction of what building it with the ``email`` package costs.
     """
 
     def __init__(self, event, job_id: int):
@@ -95,26 +123,36 @@ class Letter:
         self.envelope_from = parseaddr(self.sender)[1]
         self.domain = sender_domain()
         self.public_url = config["PUBLIC_URL"]
+        self.school_language = config["SCHOOL_LANGUAGE"]
         self.sign = signer()
-        self.calendar = ics(event, self.domain)
-        self.subject = ("Urgent: " if event.priority == "urgent" else "") + one_line(event.title)
         env = current_app.jinja_env
         self.text_template = env.get_template("email/event.txt")
         self.html_template = env.get_template("email/event.html")
-        self._shapes: dict[bool, tuple[str, str] | None] = {}
+        self._versions: dict[str | None, Version] = {}
         sender_name, sender_address = parseaddr(self.sender)
-        self.shared_headers = (
-            f"From: {_address(sender_name, sender_address)}\r\n"
-            f"Subject: {_header_text(self.subject)}\r\n"
-            "Auto-Submitted: auto-generated\r\n"
-            "MIME-Version: 1.0\r\n"
-        )
+        self.from_header = f"From: {_address(sender_name, sender_address)}\r\n"
+        self.shared_headers = "Auto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n"
         # Bulk mail as providers want it (RFC 2919, RFC 8058); urgent notices carry no way out.
         self.list_headers = {} if event.priority == "urgent" else {
             "List-Id": f"{_header_text(one_line(sender_name or 'School') + ' notices')} <notices.{self.domain}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         }
         self.shared_headers += "".join(f"{name}: {value}\r\n" for name, value in self.list_headers.items())
+
+    def version(self, recipient) -> Version:
+        """The recipient's language's ``Version`` (the school's language for a row without one)."""
+        language = getattr(recipient, "language", None)
+        found = self._versions.get(language)
+        if found is None:
+            locale = resolve(language, self.school_language)
+            found = next((v for v in self._versions.values() if v.locale == locale), None) or Version(self, locale)
+            self._versions[language] = found
+        return found
+
+    @property
+    def subject(self) -> str:
+        """The subject in the school's language."""
+        return self.version(None).subject
 
     def token(self, recipient) -> str:
         return self.sign(self.job_id, recipient.id)
@@ -127,11 +165,16 @@ class Letter:
         return f"{self.public_url}/u/{self.token(recipient)}"
 
     def context(self, recipient) -> dict:
-        """``recipient`` has id, email, name and children (comma-separated names)."""
-        return self._context(recipient.name, _children(recipient), self.link(recipient))
+        """``recipient`` has id, email, name, children (comma-separated names) and maybe language."""
+        return self._context(self.version(recipient), recipient.name, _children(recipient), self.link(recipient))
 
-    def _context(self, name: str, children: list[str], link: str) -> dict:
-        return {"event": self.event, "name": name, "children": children, "link": link}
+    def _context(self, version: Version, name: str, children: list[str], link: str) -> dict:
+        return {"event": version.event, "notice_line": version.notice_line, "when": version.when,
+                "lang": version.lang, "dir": version.dir, "name": name, "children": children, "link": link}
+
+    def _render(self, version: Version, context: dict) -> tuple[str, str]:
+        with force_locale(version.locale):
+            return self.text_template.render(context), self.html_template.render(context)
 
     def bodies(self, recipient) -> tuple[str, str]:
         """The text and HTML bodies for one recipient.
@@ -144,21 +187,20 @@ class Letter:
         """
         children = _children(recipient)
         link = self.link(recipient)
-        shape = self._shapes.get(bool(children))
-        if shape is None and bool(children) not in self._shapes:
-            shape = self._shapes[bool(children)] = self._shape(bool(children))
+        version = self.version(recipient)
+        shape = version.shapes.get(bool(children))
+        if shape is None and bool(children) not in version.shapes:
+            shape = version.shapes[bool(children)] = self._shape(version, bool(children))
         if shape is None:
-            context = self._context(recipient.name, children, link)
-            return self.text_template.render(context), self.html_template.render(context)
+            return self._render(version, self._context(version, recipient.name, children, link))
         return _fill(shape, recipient.name, children, link)
 
-    def _shape(self, with_children: bool) -> tuple[str, str] | None:
-        context = self._context(NAME_MARK, [CHILDREN_MARK] if with_children else [], LINK_MARK)
-        shape = self.text_template.render(context), self.html_template.render(context)
+    def _shape(self, version: Version, with_children: bool) -> tuple[str, str] | None:
+        shape = self._render(version, self._context(version, NAME_MARK, [CHILDREN_MARK] if with_children else [],
+                                                    LINK_MARK))
         probe_name, probe_children = "Zoë <O'Brien> & \"Co\"", ["Ben & <Bo>", "Al"] if with_children else []
         probe_link = f"{self.public_url}/n/probe_&-token.x"
-        probe = self._context(probe_name, probe_children, probe_link)
-        rendered = self.text_template.render(probe), self.html_template.render(probe)
+        rendered = self._render(version, self._context(version, probe_name, probe_children, probe_link))
         return shape if _fill(shape, probe_name, probe_children, probe_link) == rendered else None
 
     def message_id(self, recipient) -> str:
@@ -166,14 +208,15 @@ class Letter:
 
     def render(self, recipient) -> Outgoing:
         text, html = self.bodies(recipient)
+        version = self.version(recipient)
         parts = [_part("text/plain", text), _part("text/html", html),
-                 _part("text/calendar; method=PUBLISH", self.calendar.decode("utf-8"))]
+                 _part("text/calendar; method=PUBLISH", version.calendar.decode("utf-8"))]
         boundary = "=_" + secrets.token_hex(16)
         while any(boundary.encode() in part for part in parts):
             boundary = "=_" + secrets.token_hex(16)
         unsubscribe = "" if not self.list_headers else f"List-Unsubscribe: <{self.unsubscribe_url(recipient)}>\r\n"
         head = (
-            self.shared_headers
+            version.headers
             + unsubscribe
             + f"To: {_address(recipient.name, recipient.email)}\r\n"
             + f"Date: {formatdate(usegmt=True)}\r\n"
@@ -186,16 +229,18 @@ class Letter:
 
     def message(self, recipient) -> Message:
         """The same message as a Flask-Mail ``Message`` (what ``mail.record_messages`` shows)."""
-        context = self.context(recipient)
+        version = self.version(recipient)
+        text, html = self._render(version, self.context(recipient))
         message = Message(
-            subject=self.subject,
+            subject=version.subject,
             sender=self.sender,
             recipients=[(one_line(recipient.name), recipient.email)],
-            body=self.text_template.render(context),
-            html=self.html_template.render(context),
-            extra_headers={"Auto-Submitted": "auto-generated", **self._list_headers(recipient)},
+            body=text,
+            html=html,
+            extra_headers={"Auto-Submitted": "auto-generated", "Content-Language": version.lang,
+                           **self._list_headers(recipient)},
         )
-        message.attach("event.ics", "text/calendar; method=PUBLISH", self.calendar)
+        message.attach("event.ics", "text/calendar; method=PUBLISH", version.calendar)
         message.msgId = self.message_id(recipient)
         return message
 

@@ -171,6 +171,8 @@ class Notification(db.Model):
     name: Mapped[str] = mapped_column(String(200))
     roles: Mapped[str] = mapped_column(String(40))
     children: Mapped[str] = mapped_column(Text, default="")
+    # The locale the recipient reads (school.i18n), chosen by the fan-out; NULL: the school's language.
+    language: Mapped[str | None] = mapped_column(String(10))
     status: Mapped[str] = mapped_column(String(10), default=RecipientStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Temporary refusals of this address (4xx about the recipient): what NOTIFY_RETRIES limits.

@@ -145,21 +145,21 @@ def _teachers_in_scope(audience: Audience):
 
 
 def _people(audience: Audience, role: str):
-    """(email, name, role, child) rows for one role, one row per person-and-child."""
+    """(email, name, role, child, pid, language) rows for one role, one row per person-and-child."""
     if role == "students":
         return select(_address("students").label("email"), Student.name.label("name"), literal("student").label("role"),
-                      Student.name.label("child"), Student.id.label("pid")).where(
+                      Student.name.label("child"), Student.id.label("pid"), Student.language.label("language")).where(
             _students_in_scope(audience))
     if role == "guardians":
         return (
             select(_address("guardians").label("email"), Guardian.name.label("name"), literal("guardian").label("role"),
-                   Student.name.label("child"), Guardian.id.label("pid"))
+                   Student.name.label("child"), Guardian.id.label("pid"), Guardian.language.label("language"))
             .join(student_guardians, student_guardians.c.guardian_id == Guardian.id)
             .join(Student, Student.id == student_guardians.c.student_id)
             .where(Guardian.active, _students_in_scope(audience))
         )
     return select(_address("teachers").label("email"), Teacher.name.label("name"), literal("teacher").label("role"),
-                  null().label("child"), Teacher.id.label("pid")).where(
+                  null().label("child"), Teacher.id.label("pid"), Teacher.language.label("language")).where(
         _teachers_in_scope(audience))
 
 
@@ -169,6 +169,7 @@ class Recipient:
     name: str
     roles: list[str] = field(default_factory=list)
     children: list[str] = field(default_factory=list)
+    language: str | None = None  # as the roster has it (a BCP 47 code); a guardian's wins
 
 
 def recipients(audience: Audience, chunk: int = 5000) -> Iterator[Recipient]:
@@ -181,7 +182,7 @@ def recipients(audience: Audience, chunk: int = 5000) -> Iterator[Recipient]:
     with db.engine.connect() as conn:
         conn = conn.execution_options(stream_results=True, yield_per=chunk, sqlite_readonly=True)
         current: Recipient | None = None
-        for email, name, role, child, _pid in conn.execute(stmt):
+        for email, name, role, child, _pid, language in conn.execute(stmt):
             if current is None or current.email != email:
                 if current is not None:
                     yield current
@@ -190,6 +191,8 @@ def recipients(audience: Audience, chunk: int = 5000) -> Iterator[Recipient]:
                 current.roles.append(role)
             if role == "guardian" and child and child not in current.children:
                 current.children.append(child)
+            if language and (current.language is None or role == "guardian"):
+                current.language = language
         if current is not None:
             yield current
 

@@ -57,8 +57,9 @@ def _fix_sequences() -> None:
         ))
 
 
-def seed_demo(students: int, reset: bool = False, seed: int = 42) -> SeedSummary:
-    """Write a demo school of ``students`` students; refuse if a roster exists unless ``reset``."""
+def seed_demo(students: int, reset: bool = False, seed: int = 42, language: str | None = None) -> SeedSummary:
+    """Write a demo school of ``students`` students; refuse if a roster exists unless ``reset``.
+    Guardians speak a mix of languages, or all ``language`` when given."""
     if roster_exists():
         if not reset:
             raise RosterExists("A roster already exists; run again with --reset to replace it.")
@@ -83,10 +84,12 @@ def seed_demo(students: int, reset: bool = False, seed: int = 42) -> SeedSummary
         for _ in range(rng.choice((1, 2, 2))):
             gid = len(guardian_rows) + 1
             has_email = rng.random() > 0.02
+            name = f"{rng.choice(FIRST)} {surname}"
+            drawn = rng.choice(LANGUAGES)  # drawn even when ``language`` overrides it: the same school either way
             guardian_rows.append({
-                "id": gid, "name": f"{rng.choice(FIRST)} {surname}",
+                "id": gid, "name": name,
                 "email": f"guardian{gid}@example.org" if has_email else None,
-                "language": rng.choice(LANGUAGES),
+                "language": language or drawn,
             })
             guardian_ids.append(gid)
         for _ in range(children):

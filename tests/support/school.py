@@ -243,9 +243,10 @@ def audience(school: School) -> set[str]:
 
 @pytest.fixture
 def make_school(request, tmp_path_factory):
-    """``make_school(students=0, database="sqlite"|"postgres", redis=None, smtp=None, **settings)``.
+    """``make_school(students=0, database="sqlite"|"postgres", redis=None, smtp=None, language="en", **settings)``.
 
-    Builds the database (migrated, seeded with ``seed_demo(students)``), the admin ``ADMIN`` with
+    Builds the database (migrated, seeded with ``seed_demo(students)``, every guardian speaking
+    ``language``; None: the demo's mix of languages), the admin ``ADMIN`` with
     an API token, and the in-process app bound to the same database and queue as the consumers
     started with ``consumer(school)``. ``database="postgres"`` needs TEST_DATABASE_URL.
     """
@@ -254,7 +255,7 @@ def make_school(request, tmp_path_factory):
     made: list[School] = []
 
     def factory(students: int = 0, database: str = "sqlite", redis: RedisServer | None = None,
-                smtp: SmtpServer | None = None, **settings) -> School:
+                smtp: SmtpServer | None = None, language: str | None = "en", **settings) -> School:
         data_dir = tmp_path_factory.mktemp("school")
         if database == "postgres":
             database_url = request.getfixturevalue("pg_url")  # skips without TEST_DATABASE_URL
@@ -270,7 +271,7 @@ def make_school(request, tmp_path_factory):
         migrate(app)
         if students:
             with app.app_context():
-                seed_demo(students)
+                seed_demo(students, language=language)
         add_user(app, ADMIN)
         school = School(env=env, app=app, token=issue_token(app, ADMIN.email), data_dir=data_dir, redis=redis,
                         smtp=smtp)
