@@ -13,6 +13,7 @@ from flask import current_app
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ..bounces.suppressions import suppressed_among
 from ..extensions import db
 from ..family.preferences import opted_out_among
 from ..roster.audience import Audience, Recipient, count, recipients
@@ -76,13 +77,13 @@ def run_fanout(job_id: int, enqueue_batch) -> int:
     return added
 
 
-def _without_opted_out(stream, counted: list[int]):
-    """The stream less the addresses that opted out of normal notices; ``counted[0]`` counts them.
-    One indexed lookup per thousand recipients."""
+def _without(stream, among, counted: list[int]):
+    """The stream less the addresses ``among(emails)`` names (opted out of normal notices, or
+    suppressed); ``counted[0]`` counts them. One indexed lookup per thousand recipients."""
     while chunk := list(islice(stream, ROWS_PER_COMMIT)):
-        opted = opted_out_among([r.email for r in chunk])
-        counted[0] += sum(1 for r in chunk if r.email.lower() in opted)
-        yield from (r for r in chunk if r.email.lower() not in opted)
+        left_out = among([r.email for r in chunk])
+        counted[0] += sum(1 for r in chunk if r.email.lower() in left_out)
+        yield from (r for r in chunk if r.email.lower() not in left_out)
 
 
 def _follow_up(job_id: int, who: str) -> Iterator[Recipient]:
@@ -102,9 +103,10 @@ def _write(job_id: int, stream: Iterator[Recipient], skipped, size: int, priorit
     """``skipped()``: how many of the audience have no address, asked once the stream is written."""
     added = 0
     queue_up = True  # after one failure to queue a batch, the rest are left to the sweeper too
-    opted_out = [0]
+    opted_out, suppressed = [0], [0]
+    stream = _without(stream, suppressed_among, suppressed)  # nobody is there, for any notice
     if skip_opted_out:
-        stream = _without_opted_out(stream, opted_out)
+        stream = _without(stream, opted_out_among, opted_out)
     per_commit = max(1, ROWS_PER_COMMIT // size)
     while chunks := [chunk for chunk in (list(islice(stream, size)) for _ in range(per_commit)) if chunk]:
         if db.session.scalar(select(NotificationJob.status).where(NotificationJob.id == job_id)) == JobStatus.CANCELED:
@@ -139,7 +141,8 @@ def _write(job_id: int, stream: Iterator[Recipient], skipped, size: int, priorit
     # Every run streams the whole audience, so this run's count is the job's (a rerun does not add).
     db.session.execute(
         update(NotificationJob).where(NotificationJob.id == job_id)
-        .values(fanout_done=True, skipped=skipped(), opted_out=opted_out[0], fanout_lease_until=None)
+        .values(fanout_done=True, skipped=skipped(), opted_out=opted_out[0], suppressed=suppressed[0],
+                fanout_lease_until=None)
     )
     db.session.commit()
     return added

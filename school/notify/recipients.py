@@ -19,6 +19,7 @@ FILTERS = {
     "failed": Notification.status == RecipientStatus.FAILED,
     "pending": Notification.status.in_((RecipientStatus.PENDING, RecipientStatus.SENDING)),
     "canceled": Notification.status == RecipientStatus.CANCELED,
+    "bounced": Notification.status == RecipientStatus.BOUNCED,
     "acknowledged": Notification.acknowledged_at.is_not(None),
     "not_acknowledged": Notification.acknowledged_at.is_(None),
 }
