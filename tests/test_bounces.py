@@ -2,6 +2,7 @@
 a tagged envelope sender per recipient, what comes back to that address is read by
 ``flask receive-bounce`` (the MTA's pipe), the listener or a webhook, and the next notice leaves
 dead addresses out."""
+import base64
 import json
 import subprocess
 
@@ -145,3 +146,146 @@ def test_a_bounce_a_complaint_and_an_ses_report_each_stop_mail_to_that_address(m
     assert school.api("DELETE", f"/api/suppressions/{ses_dead}").status_code == 404
     send(school, "Sports day")
     assert set(notices(smtp_server, "Sports day")) == {ses_dead, *others}
+
+
+# --- bad input: ignored and logged, never a crash or a wrong suppression ---------------------------
+
+@pytest.fixture
+def sent_school(make_school):
+    """A class notice written by the fan-out in this process and marked sent (no mail needed):
+    ``(school, {address: its tagged bounce address}, job_id)``."""
+    from school.bounces.verp import bounce_address
+    from school.notify.fanout import run_fanout
+    from school.notify.models import Notification
+
+    school = make_school(students=48, BOUNCE_MAX_BYTES=4096, BOUNCE_WEBHOOK_SECRET=SECRET)
+    created = school.create_event(CLASS, title="Class trip")
+    with school.app.app_context():
+        run_fanout(created["job_id"], lambda batch_id, priority: None)
+        rows = Notification.query.filter_by(job_id=created["job_id"]).all()
+        tagged = {row.email: bounce_address(row.id) for row in rows}
+    school.execute("UPDATE notifications SET status = 'sent' WHERE job_id = :job", job=created["job_id"])
+    return school, tagged, created["job_id"]
+
+
+def pipe(school, raw: bytes, *args: str):
+    """receive-bounce in this process (the subprocess path is tested above)."""
+    return school.app.test_cli_runner().invoke(args=["receive-bounce", *args], input=raw)
+
+
+def suppressed(school) -> set[str]:
+    return {row[0] for row in school.sql("SELECT email FROM suppressions WHERE lifted_at IS NULL")}
+
+
+def test_what_is_not_a_bounce_about_our_recipient_changes_nothing(sent_school):
+    from tests.test_metrics import scrape
+
+    school, tagged, job_id = sent_school
+    first, second, *_ = sorted(tagged)
+    forged_tag = tagged[first].replace("@", "x@")  # the right shape, a signature we never made
+    out_of_office = (f"From: {first}\r\nTo: {tagged[first]}\r\nSubject: Out of office\r\n"
+                     "Auto-Submitted: auto-replied\r\n\r\nI am away until Monday.\r\n").encode()
+    cases = {
+        "garbage": (b"\x00\xff" * 500 + b"\r\n\r\n:::", ()),
+        "empty": (b"", ()),
+        "no tag at all (forged)": (dsn(f"notices@{SCHOOL_DOMAIN}", first), ()),
+        "a tag we did not sign": (dsn(forged_tag, first), ()),
+        "a tag for another school's address": (dsn(tagged[first].replace(SCHOOL_DOMAIN, "elsewhere.example"),
+                                                   first), ()),
+        "an unknown recipient": (dsn("bounces+zzzzzz-aaaaaaaaaa@" + SCHOOL_DOMAIN, first), ()),
+        "too large": (dsn(tagged[first], first) + b"x" * 5000, ()),
+        "an out-of-office reply": (out_of_office, ()),
+        "a delay warning": (dsn(tagged[first], first, "4.4.1", "delayed"), ()),
+        "a human's answer": (f"From: {first}\r\nTo: {tagged[first]}\r\nSubject: Re: Class trip\r\n\r\n"
+                             "Thanks!\r\n".encode(), ()),
+        "a feedback report that is not a complaint": (complaint(b"Return-Path: <%s>\r\nTo: %s\r\n\r\nhi\r\n" % (
+            tagged[first].encode(), first.encode())).replace(b"Feedback-Type: abuse", b"Feedback-Type: not-spam"),
+            ()),
+    }
+    for name, (raw, args) in cases.items():
+        result = pipe(school, raw, *args)
+        assert result.exit_code == 0, (name, result.output, result.exception)
+    assert suppressed(school) == set()
+    assert school.scalar("SELECT count(*) FROM notifications WHERE status = 'bounced'") == 0
+    assert school.scalar("SELECT count(*) FROM address_preferences WHERE opted_out_at IS NOT NULL") == 0
+    metrics = scrape(school.client, school.token)
+    assert metrics[("school_bounce_reports_total", (("outcome", "ignored"),))] == len(cases)
+    assert metrics[("school_bounce_reports_total", (("outcome", "hard"),))] == 0
+
+    # The same DSN with our tag is acted on, for that recipient only.
+    assert pipe(school, dsn(tagged[second], second)).exit_code == 0
+    assert suppressed(school) == {second}
+
+
+def test_three_soft_bounces_in_a_month_suppress_and_one_does_not(sent_school):
+    school, tagged, job_id = sent_school
+    address = sorted(tagged)[0]
+    full = dsn(tagged[address], address, "4.2.2", diagnostic="smtp; 452 4.2.2 Mailbox full")
+    for _ in range(2):
+        assert pipe(school, full).exit_code == 0
+    assert suppressed(school) == set()
+    row = school.api("GET", f"/api/jobs/{job_id}/recipients?q={address}").get_json()["recipients"][0]
+    assert row["status"] == "sent" and "Mailbox full" in row["server_reply"]
+    assert pipe(school, full).exit_code == 0
+    assert suppressed(school) == {address}
+    (listed,) = school.api("GET", "/api/suppressions").get_json()["suppressions"]
+    assert listed["kind"] == "soft" and "3 soft bounces" in listed["reason"]
+
+
+def test_webhooks_need_the_secret_and_read_postmark_and_ses(sent_school, make_school):
+    school, tagged, job_id = sent_school
+    first, second, *_ = sorted(tagged)
+    body = json.dumps(ses_bounce("someone@elsewhere.example", first))
+    client = school.app.test_client()
+    assert client.post("/webhooks/bounces/ses", data=body).status_code == 401
+    assert client.post("/webhooks/bounces/ses/wrong-secret", data=body).status_code == 403
+    assert client.post("/webhooks/bounces/ses", data=body, headers={"X-Webhook-Secret": "nope"}).status_code == 403
+    off = make_school()
+    assert off.client.post(f"/webhooks/bounces/ses/{SECRET}", data=body).status_code == 403
+    assert suppressed(school) == set()
+
+    # Bad bodies are a 400 that says why, never a 500.
+    for bad in ("not json", "[1, 2]", json.dumps({"Type": "Notification", "Message": "{"}), json.dumps({"x": 1})):
+        response = client.post(f"/webhooks/bounces/ses/{SECRET}", data=bad)
+        assert response.status_code == 400 and response.get_json()["error"]
+
+    # SNS asks to confirm the subscription: logged for the operator, nothing fetched.
+    confirm = {"Type": "SubscriptionConfirmation", "TopicArn": "arn:aws:sns:eu-west-1:1:bounces",
+               "SubscribeURL": "https://sns.example.invalid/confirm", "Token": "t"}
+    response = client.post(f"/webhooks/bounces/ses/{SECRET}", data=json.dumps(confirm))
+    assert response.status_code == 200 and response.get_json()["handled"] == 0
+
+    # SES: the address we sent to, found by its own address when the source is not ours.
+    response = client.post("/webhooks/bounces/ses", data=body, headers={"X-Webhook-Secret": SECRET})
+    assert response.get_json()["handled"] == 1
+    assert suppressed(school) == {first}
+
+    # Postmark, with the secret as the URL's password: a hard bounce and a spam complaint.
+    postmark = {"RecordType": "Bounce", "ID": 42, "Type": "HardBounce", "TypeCode": 1, "Name": "Hard bounce",
+                "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483", "Email": second.upper(),
+                "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist",
+                "BouncedAt": "2026-12-03T20:00:00Z", "Inactive": True, "CanActivate": True}
+    auth = {"Authorization": "Basic " + base64.b64encode(f"postmark:{SECRET}".encode()).decode()}
+    response = client.post("/webhooks/bounces/postmark", json=postmark, headers=auth)
+    assert response.status_code == 200 and response.get_json()["handled"] == 1
+    assert suppressed(school) == {first, second}
+    assert set(ledger(school, job_id, "bounced")) == {first, second}
+    stranger = {**postmark, "Email": "nobody@never-sent.example"}
+    assert client.post("/webhooks/bounces/postmark", json=stranger, headers=auth).get_json()["ignored"] == 1
+    spam = {"RecordType": "SpamComplaint", "Type": "SpamComplaint", "TypeCode": 512, "Email": sorted(tagged)[2]}
+    assert client.post("/webhooks/bounces/postmark", json=spam, headers=auth).get_json()["handled"] == 1
+    assert school.sql("SELECT email FROM address_preferences WHERE opted_out_at IS NOT NULL") == [(sorted(tagged)[2],)]
+    assert suppressed(school) == {first, second}
+
+
+@pytest.mark.slow
+def test_receive_bounce_asks_the_mta_to_try_again_while_the_database_is_down(sent_school):
+    school, tagged, _job_id = sent_school
+    address = sorted(tagged)[0]
+    down = school.consumer_env(DATABASE_URL=f"postgresql://school@127.0.0.1:{free_port()}/school",
+                               DATABASE_CONNECT_TIMEOUT="2")
+    result = receive_bounce(down, dsn(tagged[address], address))
+    assert result.returncode == 75, result.stderr.decode()
+    # Once it is back, the MTA's next try is recorded.
+    assert receive_bounce(school.consumer_env(), dsn(tagged[address], address)).returncode == 0
+    assert suppressed(school) == {address}
