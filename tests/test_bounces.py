@@ -129,6 +129,19 @@ def test_a_bounce_a_complaint_and_an_ses_report_each_stop_mail_to_that_address(m
     assert response.get_json()["handled"] == 1
     assert set(ledger(school, first["job_id"], "bounced")) == {dead, ses_dead}
 
+    # The event's page names the class's students none of whose guardians it reached.
+    delivered = set(got) - {dead, ses_dead}
+    guardians = {}
+    for student, email in school.sql(
+            "SELECT s.id, lower(g.email) FROM students s JOIN classes c ON c.id = s.class_id "
+            "JOIN student_guardians sg ON sg.student_id = s.id JOIN guardians g ON g.id = sg.guardian_id "
+            "WHERE c.name = '1A'"):
+        guardians.setdefault(student, set()).add(email)
+    unreached = {student for student, emails in guardians.items() if not emails & delivered}
+    page = parse(school.admin().client.get(f"/events/{first['event_id']}").data)
+    assert page.find("p", **{"data-unreached": str(len(unreached))}) is not None
+    assert {int(li.attrs["data-student"]) for li in page.find("section", id="unreached").find_all("li")} == unreached
+
     # The next notice to the class skips both dead addresses and the complainer, and says so.
     second = send(school, "Class photo")
     assert set(notices(smtp_server, "Class photo")) == set(others)
@@ -289,3 +302,48 @@ def test_receive_bounce_asks_the_mta_to_try_again_while_the_database_is_down(sen
     # Once it is back, the MTA's next try is recorded.
     assert receive_bounce(school.consumer_env(), dsn(tagged[address], address)).returncode == 0
     assert suppressed(school) == {address}
+
+
+# --- the office's worklist ----------------------------------------------------------------------------
+
+def test_contacts_to_fix_lists_bouncing_addresses_until_the_office_or_an_import_corrects_them(
+        app, auth, admin_user, client, tmp_path):
+    from school.bounces.suppressions import suppress
+    from school.extensions import db
+    from school.roster.importer import import_roster
+    from school.roster.models import Guardian
+    from tests.support.pages import csrf_token
+    from tests.support.roster import MARIA, MARIA_NEW, first_bundle, second_bundle, write_bundle
+
+    with app.app_context():
+        assert not import_roster(write_bundle(tmp_path / "a", first_bundle())).refused
+        maria = db.session.scalar(db.select(Guardian.id).where(Guardian.email == MARIA))
+        suppress(MARIA, "hard", "bounced: 5.1.1 smtp; 550 5.1.1 User unknown")
+        db.session.commit()
+    auth.login_as(admin_user)
+    html = client.get("/roster/contacts-to-fix").get_data(as_text=True)
+    doc = parse(html)
+    (row,) = doc.find("table", class_="bouncing").find("tbody").find_all("tr")
+    assert row.attrs["data-email"] == MARIA and "5.1.1" in row.text and "Maria Silva" in row.text
+    # Maria was Ana's only reachable guardian, and Ben's (his other one has no valid address).
+    assert "2 students have no guardian" in html and doc.find("p", **{"data-bounced": str(maria)}) is not None
+
+    # The office checks the address with the family and saves it unchanged: it is mailed again.
+    response = client.post(f"/roster/guardians/{maria}/email", data={"email": MARIA, "csrf_token": csrf_token(html)})
+    assert response.status_code == 302
+    html = client.get("/roster/contacts-to-fix").get_data(as_text=True)
+    assert "0 students have no guardian" in html and parse(html).find("table", class_="bouncing") is None
+
+    # It bounces again; the school's system then sends a corrected address, which an old bounce had
+    # suppressed too: the import lifts that, and nothing is left to fix.
+    with app.app_context():
+        suppress(MARIA, "hard", "bounced: 5.1.1 again")
+        suppress(MARIA_NEW, "hard", "bounced: 5.1.1 long ago")
+        db.session.commit()
+        assert not import_roster(write_bundle(tmp_path / "b", second_bundle())).refused
+    html = client.get("/roster/contacts-to-fix").get_data(as_text=True)
+    assert "0 students have no guardian" in html and parse(html).find("table", class_="bouncing") is None
+    with app.app_context():
+        from school.bounces.suppressions import suppressed_among
+
+        assert suppressed_among([MARIA, MARIA_NEW]) == {MARIA}
