@@ -94,8 +94,10 @@ def ledger(school, job_id: int, status: str) -> dict:
 # --- the whole path, with real processes ----------------------------------------------------------
 
 @pytest.mark.slow
-def test_a_bounce_a_complaint_and_an_ses_report_each_stop_mail_to_that_address(make_school, smtp_server, consumer):
-    school = make_school(students=48, smtp=smtp_server, BOUNCE_WEBHOOK_SECRET=SECRET)
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_bounce_a_complaint_and_an_ses_report_each_stop_mail_to_that_address(make_school, smtp_server, consumer,
+                                                                                database):
+    school = make_school(students=48, database=database, smtp=smtp_server, BOUNCE_WEBHOOK_SECRET=SECRET)
     consumer(school, workers=2)
     first = send(school, "Class trip")
     got = notices(smtp_server, "Class trip")
@@ -347,3 +349,68 @@ def test_contacts_to_fix_lists_bouncing_addresses_until_the_office_or_an_import_
         from school.bounces.suppressions import suppressed_among
 
         assert suppressed_among([MARIA, MARIA_NEW]) == {MARIA}
+
+
+# --- the schema ------------------------------------------------------------------------------------
+
+def test_the_bounce_revision_upgrades_sent_notices_and_goes_back_down(app_on, db_url):
+    from flask_migrate import downgrade, upgrade
+    from sqlalchemy import text
+
+    from school.extensions import db
+    from school.notify.models import NotificationJob
+    from tests.test_family_migration import SENT_NOTICE
+
+    app = app_on(db_url)
+    with app.app_context():
+        downgrade(revision="a7f3c2e91b05")
+        for statement in SENT_NOTICE:
+            db.session.execute(text(statement))
+        db.session.commit()
+        db.session.remove()
+        upgrade()
+        job = db.session.get(NotificationJob, 1)
+        assert (job.suppressed, job.bounced) == (0, 0)
+        assert db.session.execute(text("SELECT count(*) FROM suppressions")).scalar() == 0
+        db.session.remove()
+        downgrade(revision="a7f3c2e91b05")
+        assert db.session.execute(text("SELECT count(*) FROM notifications")).scalar() == 1
+        db.session.remove()
+        upgrade()
+
+
+# --- the listener --------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
+def test_the_bounce_server_takes_bounces_for_our_address_only(sent_school, lmtp):
+    import smtplib
+
+    from tests.support.host import wait_for
+
+    school, tagged, job_id = sent_school
+    first, second, *_ = sorted(tagged)
+    port = free_port()
+    server = subprocess.Popen([str(BIN / "flask"), "--app", "app", "bounce-server", "--port", str(port),
+                               *(["--lmtp"] if lmtp else [])], cwd=ROOT, env=school.consumer_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        client_class = smtplib.LMTP if lmtp else smtplib.SMTP
+
+        def connected():
+            try:
+                return client_class("127.0.0.1", port, timeout=5)
+            except OSError:
+                return None
+
+        relay = wait_for(connected, 30, 0.2, "the bounce server did not start")
+        with relay:
+            refused = relay.sendmail("", [f"someone@{SCHOOL_DOMAIN}", tagged[first]], dsn(tagged[first], first))
+            assert list(refused) == [f"someone@{SCHOOL_DOMAIN}"]  # not a bounce address: 550, the other taken
+            relay.sendmail("", [f"bounces@{SCHOOL_DOMAIN}"], dsn(f"bounces@{SCHOOL_DOMAIN}", second))  # no tag
+        assert set(ledger(school, job_id, "bounced")) == {first}
+        assert suppressed(school) == {first}
+    finally:
+        server.terminate()
+        _out, err = server.communicate(timeout=15)
+    assert server.returncode == 0, err.decode()
