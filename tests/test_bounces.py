@@ -227,9 +227,21 @@ def test_what_is_not_a_bounce_about_our_recipient_changes_nothing(sent_school):
     assert metrics[("school_bounce_reports_total", (("outcome", "ignored"),))] == len(cases)
     assert metrics[("school_bounce_reports_total", (("outcome", "hard"),))] == 0
 
-    # The same DSN with our tag is acted on, for that recipient only.
+    # The same DSN with our tag is acted on, for that recipient only; so is Exim's own format.
     assert pipe(school, dsn(tagged[second], second)).exit_code == 0
     assert suppressed(school) == {second}
+    third = sorted(tagged)[2]
+    exim = (f"From: Mail Delivery System <Mailer-Daemon@mx.families.example.org>\r\nTo: {tagged[third]}\r\n"
+            "Subject: Mail delivery failed: returning message to sender\r\n"
+            f"X-Failed-Recipients: {third}\r\nAuto-Submitted: auto-replied\r\n\r\n"
+            "This message was created automatically by mail delivery software.\r\n\r\n"
+            "A message that you sent could not be delivered to one or more of its\r\n"
+            "recipients. This is a permanent error. The following address(es) failed:\r\n\r\n"
+            f"  {third}\r\n    SMTP error from remote mail server after RCPT TO:<{third}>:\r\n"
+            "    550 5.1.1 User unknown\r\n").encode()
+    assert pipe(school, exim).exit_code == 0
+    assert suppressed(school) == {second, third}
+    assert "5.1.1" in ledger(school, job_id, "bounced")[third]["server_reply"]
 
 
 def test_three_soft_bounces_in_a_month_suppress_and_one_does_not(sent_school):

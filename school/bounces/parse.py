@@ -134,10 +134,8 @@ def feedback_report(message: Message) -> Report | None:
 
 
 def auto_reply(message: Message) -> str | None:
-    """Why the message is an automatic reply (RFC 3834 and the usual headers), or None."""
-    submitted = (message.get("Auto-Submitted") or "").strip().lower()
-    if submitted.startswith("auto-replied"):
-        return "an automatic reply"
+    """Why the message is an out-of-office or other automatic answer (the usual headers and
+    subjects), or None. ``Auto-Submitted: auto-replied`` alone does not say it: bounces carry it too."""
     if message.get("X-Autoreply") or message.get("X-Autorespond"):
         return "an automatic reply"
     if (message.get("Precedence") or "").strip().lower() == "auto_reply":
@@ -158,7 +156,18 @@ def other_bounce(message: Message) -> Report | None:
         return None
     kind = ReportKind.HARD if permanent else ReportKind.SOFT
     addresses = sorted(a.decode("utf-8", "replace").lower() for a in (permanent or temporary))
-    return Report(kind, "flufl", addresses, None, _text(message.get("Subject")))
+    status = STATUS.search(_body_text(message))
+    return Report(kind, "flufl", addresses, status[0] if status else None, _text(message.get("Subject")))
+
+
+def _body_text(message: Message, limit: int = 20_000) -> str:
+    """The message's plain text parts, for a status code a non-standard bounce quotes."""
+    texts = []
+    for part in message.walk():
+        if part.get_content_type() == "text/plain":
+            payload = part.get_payload(decode=True) or b""
+            texts.append(payload[:limit].decode("utf-8", "replace"))
+    return "\n".join(texts)
 
 
 def read(message: Message) -> Report:
@@ -174,4 +183,9 @@ def read(message: Message) -> Report:
     why = auto_reply(message)
     if why:
         return ignored(why)
-    return other_bounce(message) or ignored("not a bounce or complaint")
+    found = other_bounce(message)
+    if found is not None:
+        return found
+    if (message.get("Auto-Submitted") or "").strip().lower().startswith("auto-replied"):
+        return ignored("an automatic reply")
+    return ignored("not a bounce or complaint")
