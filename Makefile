@@ -10,6 +10,8 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 PORT ?= 5000
 PYTEST_ARGS ?=
+# Most slow tests wait on real servers rather than compute: three at a time fit two cores.
+TEST_WORKERS ?= 3
 
 .PHONY: run test bench setup setup-test
 
@@ -22,7 +24,7 @@ test: setup-test
 	export TEST_DATABASE_URL; \
 	echo "PostgreSQL tests use the server at $${TEST_DATABASE_URL##*@}"; \
 	$(BIN)/bandit -r school --quiet; \
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: setup-test
 	$(BIN)/python -m bench

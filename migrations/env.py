@@ -6,6 +6,8 @@ from flask import current_app
 
 from alembic import context
 
+from school.notify.models import declared_in_models
+
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
 config = context.config
@@ -91,6 +93,7 @@ def run_migrations_online():
     conf_args = current_app.extensions['migrate'].configure_args
     if conf_args.get("process_revision_directives") is None:
         conf_args["process_revision_directives"] = process_revision_directives
+    conf_args.setdefault("include_object", declared_in_models)
 
     connectable = get_engine()
 

@@ -9,6 +9,8 @@ class Page:
     page: int
     per_page: int
     total: int
+    # False when ``total`` is a lower bound: the list was counted only so far past this page.
+    exact: bool = True
 
     @property
     def pages(self) -> int:

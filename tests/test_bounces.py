@@ -148,6 +148,8 @@ def test_a_bounce_a_complaint_and_an_ses_report_each_stop_mail_to_that_address(m
     second = send(school, "Class photo")
     assert set(notices(smtp_server, "Class photo")) == set(others)
     assert second["job"]["suppressed"] == 2 and second["job"]["opted_out"] == 1
+    assert set(ledger(school, second["job_id"], "suppressed")) == {dead, ses_dead}
+    assert set(ledger(school, second["job_id"], "opted_out")) == {complainer}
     staff = school.admin()
     page = parse(staff.client.get(f"/jobs/{second['job_id']}/progress").data)
     assert page.find("dd", **{"data-stat": "suppressed"}).text == "2"
@@ -365,6 +367,9 @@ def test_contacts_to_fix_lists_bouncing_addresses_until_the_office_or_an_import_
 
 # --- the schema ------------------------------------------------------------------------------------
 
+BEFORE_BOUNCES = "c4e8b1d5a3f7-1"
+
+
 def test_the_bounce_revision_upgrades_sent_notices_and_goes_back_down(app_on, db_url):
     from flask_migrate import downgrade, upgrade
     from sqlalchemy import text
@@ -375,7 +380,7 @@ def test_the_bounce_revision_upgrades_sent_notices_and_goes_back_down(app_on, db
 
     app = app_on(db_url)
     with app.app_context():
-        downgrade(revision="a7f3c2e91b05")
+        downgrade(revision=BEFORE_BOUNCES)
         for statement in SENT_NOTICE:
             db.session.execute(text(statement))
         db.session.commit()
@@ -385,7 +390,7 @@ def test_the_bounce_revision_upgrades_sent_notices_and_goes_back_down(app_on, db
         assert (job.suppressed, job.bounced) == (0, 0)
         assert db.session.execute(text("SELECT count(*) FROM suppressions")).scalar() == 0
         db.session.remove()
-        downgrade(revision="a7f3c2e91b05")
+        downgrade(revision=BEFORE_BOUNCES)
         assert db.session.execute(text("SELECT count(*) FROM notifications")).scalar() == 1
         db.session.remove()
         upgrade()

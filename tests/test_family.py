@@ -3,6 +3,7 @@ read this", RSVP, one-click unsubscribe (RFC 8058) and what staff then see."""
 import csv
 import io
 import re
+from urllib.parse import urlencode
 
 import pytest
 from icalendar import Calendar
@@ -115,6 +116,11 @@ def test_a_family_reads_answers_and_unsubscribes_from_its_email(make_school, smt
     assert set(notices_of(smtp_server, "Book fair")) == set(got) - {cy}
     assert second["job"]["opted_out"] == 1
     assert school.api("GET", f"/api/events/{second['event_id']}").get_json()["opted_out"] == 1
+    # ... and its ledger names the address left out, and why.
+    left_out = school.api("GET", f"/api/jobs/{second['job_id']}/recipients?status=opted_out").get_json()
+    assert [(r["email"], r["status"]) for r in left_out["recipients"]] == [(cy, "opted_out")]
+    not_read = school.api("GET", f"/api/jobs/{second['job_id']}/recipients?status=not_acknowledged&per_page=100")
+    assert cy not in {r["email"] for r in not_read.get_json()["recipients"]}
 
     # An urgent notice reaches everyone, with no way to unsubscribe.
     send(school, "School closed today", priority="urgent")
@@ -143,6 +149,10 @@ def test_a_family_reads_answers_and_unsubscribes_from_its_email(make_school, smt
     doc = parse(staff.client.get(f"/jobs/{job_id}/recipients", query_string={"q": ben.upper()}).data)
     assert [tr.attrs["data-email"] for tr in doc.find("tbody").find_all("tr")] == [ben]
     assert staff.client.get(f"/jobs/{job_id}/recipients?status=bogus").status_code == 422
+    # ... by part of a name, too (as the roster wrote it, in any case).
+    (ben_row,) = school.api("GET", f"/api/jobs/{job_id}/recipients?q={ben}").get_json()["recipients"]
+    by_name = school.api("GET", f"/api/jobs/{job_id}/recipients?" + urlencode({"q": ben_row["name"][1:].upper()}))
+    assert ben in {r["email"] for r in by_name.get_json()["recipients"]}
     export = staff.client.get(f"/jobs/{job_id}/recipients.csv")
     lines = list(csv.DictReader(io.StringIO(export.get_data(as_text=True))))
     assert sorted(line["email"] for line in lines) == sorted(got)
@@ -207,3 +217,35 @@ def test_the_family_pages_answer_one_address_only_so_often(app_on, sqlite_url):
     assert client.post("/u/not-a-token").status_code == 429
     other = app.test_client()
     assert other.get("/n/x", environ_base={"REMOTE_ADDR": "127.0.0.2"}).status_code == 404
+
+
+def test_a_long_ledger_counts_only_so_far_past_the_page(make_school, monkeypatch):
+    """Written by the fan-out in this process (no mail needed): the ledger of a whole school, counted
+    only a little past the page asked for, says "more than", and its last page is still reached."""
+    from school.notify import recipients
+    from school.notify.fanout import run_fanout
+
+    monkeypatch.setattr(recipients, "COUNT_AHEAD", 5)
+    school = make_school(students=24)
+    created = school.create_event(WHOLE_SCHOOL, title="Sports day")
+    with school.app.app_context():
+        run_fanout(created["job_id"], lambda batch_id, priority: None)
+    everyone = school.scalar("SELECT count(*) FROM notifications WHERE job_id = :job", job=created["job_id"])
+    assert everyone > 50 + 5  # more than the web page's 50 rows and the 5 counted past them
+    path = f"/api/jobs/{created['job_id']}/recipients?per_page=5"
+
+    first = school.api("GET", path).get_json()
+    assert (first["total"], first["total_exact"], first["has_next"]) == (5 + 5, False, True)
+    staff = school.admin()
+    html = staff.client.get(f"/jobs/{created['job_id']}/recipients").get_data(as_text=True)
+    assert "Page 1 of 2+ · more than 55 recipient(s)" in " ".join(html.split())
+
+    # Paging on while there is a next page reaches every row, and the last page's count is exact.
+    seen, number, listed = set(), 1, first
+    while True:
+        seen |= {r["email"] for r in listed["recipients"]}
+        if not listed["has_next"]:
+            break
+        number += 1
+        listed = school.api("GET", f"{path}&page={number}").get_json()
+    assert len(seen) == everyone and listed["total_exact"] and listed["total"] == everyone

@@ -44,3 +44,31 @@ def test_sent_notices_gain_the_family_side(app_on, db_url):
         assert db.session.execute(text("SELECT count(*) FROM notifications")).scalar() == 1
         db.session.remove()
         upgrade()
+
+
+def test_sent_notices_keep_their_rows_when_left_out_rows_arrive(app_on, db_url):
+    """The revision that lets a row stand outside a batch (an opted-out address on the ledger)."""
+    app = app_on(db_url)
+    with app.app_context():
+        downgrade(revision="a7f3c2e91b05")
+        for statement in SENT_NOTICE:
+            db.session.execute(text(statement))
+        db.session.commit()
+        db.session.remove()
+        upgrade()
+        # The ledger's search directory starts with the addresses already there.
+        assert db.session.execute(text("SELECT email, name FROM recipient_addresses")).all() == [
+            ("maria@families.example.org", "Maria Silva")]
+
+        db.session.add(Notification(id=2, job_id=1, batch_id=None, email="cy@families.example.org", name="Cy Jones",
+                                    roles="guardian", children="", status="opted_out"))
+        db.session.commit()
+        assert db.session.scalars(select(Notification.status).order_by(Notification.id)).all() == ["sent", "opted_out"]
+        db.session.remove()
+
+        # Going back down drops only the row no batch holds; the sent notice stays.
+        downgrade(revision="a7f3c2e91b05")
+        assert db.session.execute(text("SELECT email FROM notifications")).scalars().all() == [
+            "maria@families.example.org"]
+        db.session.remove()
+        upgrade()

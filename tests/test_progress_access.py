@@ -43,8 +43,20 @@ def fragment_as(school, email: str, password: str, job_id: int):
     browser = AuthActions(school.app.test_client())
     assert browser.login(email, password).status_code == 302
     response = browser.client.get(f"/jobs/{job_id}/progress", query_string={"controls": "1"})
-    assert response.status_code == 286  # the job has ended: htmx stops polling
+    # Sending has ended, but families may still read and answer until the event: slower polling.
+    assert response.status_code == 200
+    assert parse(response.data).find("div", class_="progress").attrs["hx-trigger"] == "every 10s"
     return response.get_data(as_text=True)
+
+
+def test_the_progress_stops_asking_once_the_event_is_over(failed_job):
+    school, job_id, _, _ = failed_job
+    school.execute("UPDATE events SET starts_at = '2020-03-12 16:00:00+00', ends_at = '2020-03-12 17:00:00+00'")
+    browser = AuthActions(school.app.test_client())
+    assert browser.login(*OTHER).status_code == 302
+    response = browser.client.get(f"/jobs/{job_id}/progress")
+    assert response.status_code == 286  # nothing on it can change any more: htmx stops polling
+    assert "hx-trigger" not in response.get_data(as_text=True)
 
 
 def test_other_staff_see_the_counts_but_no_recipient_and_no_controls(failed_job):

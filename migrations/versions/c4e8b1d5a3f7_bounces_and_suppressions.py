@@ -2,7 +2,7 @@
 and bounced counters
 
 Revision ID: c4e8b1d5a3f7
-Revises: a7f3c2e91b05
+Revises: d5f1b2c8e9a3
 Create Date: 2026-12-03 20:00:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 revision = 'c4e8b1d5a3f7'
-down_revision = 'a7f3c2e91b05'
+down_revision = 'd5f1b2c8e9a3'
 branch_labels = None
 depends_on = None
 

@@ -125,8 +125,10 @@ def job_recipients(job_id: int):
                                 per_page)
     except recipients.LedgerError as exc:
         return _error("invalid filter", 422, fields=exc.fields)
+    # ``total_exact`` false: ``total`` and ``pages`` are lower bounds (a long list is counted only
+    # so far past the page asked for); page on while ``has_next``.
     return jsonify(recipients=[recipients.row(r) for r in found.items], page=found.page, per_page=per_page,
-                   total=found.total, pages=found.pages)
+                   total=found.total, total_exact=found.exact, pages=found.pages, has_next=found.has_next)
 
 
 @bp.post("/jobs/<int:job_id>/<any(pause, resume, cancel, 'retry-failed'):action>")

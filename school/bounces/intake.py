@@ -104,8 +104,9 @@ def receive_report(kind: str, email: str, status: str | None, diagnostic: str | 
         return ignore(f"a {source} report without an address")
     row = db.session.get(Notification, notification_id) if notification_id else None
     if row is None or row.email.lower() != email:
-        row = db.session.scalar(select(Notification).where(Notification.email == email)
-                                .order_by(Notification.id.desc()).limit(1))
+        row = db.session.scalar(select(Notification).where(
+            Notification.email == email, Notification.status.in_((RecipientStatus.SENT, RecipientStatus.BOUNCED)))
+            .order_by(Notification.id.desc()).limit(1))
     if row is None and not db.session.scalar(select(BounceReport.id).where(BounceReport.email == email).limit(1)):
         return ignore(f"a {source} report about an address we never sent to")
     return apply(kind, email, status, diagnostic, source, row)

@@ -20,7 +20,7 @@ from ..roster.audience import Audience, Recipient, count, recipients
 from . import leases
 from .completion import finish_if_complete
 from .models import (JOB_OPEN, BatchStatus, JobStatus, Notification, NotificationBatch, NotificationJob,
-                     RecipientStatus)
+                     RecipientAddress, RecipientStatus)
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +77,44 @@ def run_fanout(job_id: int, enqueue_batch) -> int:
     return added
 
 
-def _without(stream, among, counted: list[int]):
+def _without(job_id: int, stream, among, status: RecipientStatus, counted: list[int]):
     """The stream less the addresses ``among(emails)`` names (opted out of normal notices, or
-    suppressed); ``counted[0]`` counts them. One indexed lookup per thousand recipients."""
+    suppressed because they bounced); ``counted[0]`` counts them.
+
+    Each is written to the ledger as a row of that ``status`` outside any batch, in the transaction
+    of the rows around it, so staff see who was left out and why. One indexed lookup per thousand
+    recipients."""
     while chunk := list(islice(stream, ROWS_PER_COMMIT)):
-        left_out = among([r.email for r in chunk])
-        counted[0] += sum(1 for r in chunk if r.email.lower() in left_out)
-        yield from (r for r in chunk if r.email.lower() not in left_out)
+        named = among([r.email for r in chunk])
+        left_out = [r for r in chunk if r.email.lower() in named]
+        if left_out:
+            counted[0] += len(left_out)
+            _insert_left_out(job_id, left_out, status)
+        yield from (r for r in chunk if r.email.lower() not in named)
+
+
+def _insert_left_out(job_id: int, people: list[Recipient], status: RecipientStatus) -> None:
+    rows = [{"job_id": job_id, "batch_id": None, "email": r.email, "name": r.name, "roles": ",".join(r.roles),
+             "children": ", ".join(r.children), "status": status} for r in people]
+    db.session.execute(_insert_ignoring_duplicates(), rows)
+    _note_addresses(rows)
+
+
+def _note_addresses(rows: list[dict]) -> None:
+    """Keep the ledger's search directory up to date: new addresses, and names that changed.
+    An address already there with the same name costs an index lookup, not a write."""
+    dialect_insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(RecipientAddress)
+    stmt = stmt.on_conflict_do_update(index_elements=["email"], set_={"name": stmt.excluded.name},
+                                      where=RecipientAddress.name != stmt.excluded.name)
+    db.session.execute(stmt, [{"email": row["email"], "name": row["name"]} for row in rows])
 
 
 def _follow_up(job_id: int, who: str) -> Iterator[Recipient]:
     """A reminder's recipients: the rows of the job it follows up, all or those who have not acknowledged."""
     stmt = select(Notification.email, Notification.name, Notification.roles, Notification.children).where(
-        Notification.job_id == job_id).order_by(Notification.email)
+        Notification.job_id == job_id, Notification.status.not_in((RecipientStatus.OPTED_OUT, RecipientStatus.SUPPRESSED))
+    ).order_by(Notification.email)
     if who == "not_acknowledged":
         stmt = stmt.where(Notification.acknowledged_at.is_(None))
     with db.engine.connect() as conn:
@@ -104,9 +129,10 @@ def _write(job_id: int, stream: Iterator[Recipient], skipped, size: int, priorit
     added = 0
     queue_up = True  # after one failure to queue a batch, the rest are left to the sweeper too
     opted_out, suppressed = [0], [0]
-    stream = _without(stream, suppressed_among, suppressed)  # nobody is there, for any notice
+    # Nobody is at a suppressed address, for any notice, urgent ones included.
+    stream = _without(job_id, stream, suppressed_among, RecipientStatus.SUPPRESSED, suppressed)
     if skip_opted_out:
-        stream = _without(stream, opted_out_among, opted_out)
+        stream = _without(job_id, stream, opted_out_among, RecipientStatus.OPTED_OUT, opted_out)
     per_commit = max(1, ROWS_PER_COMMIT // size)
     while chunks := [chunk for chunk in (list(islice(stream, size)) for _ in range(per_commit)) if chunk]:
         if db.session.scalar(select(NotificationJob.status).where(NotificationJob.id == job_id)) == JobStatus.CANCELED:
@@ -121,6 +147,7 @@ def _write(job_id: int, stream: Iterator[Recipient], skipped, size: int, priorit
                  "roles": ",".join(r.roles), "children": ", ".join(r.children), "status": RecipientStatus.PENDING}
                 for batch_id, chunk in zip(batch_ids, chunks) for r in chunk]
         written = _insert_new(rows, batch_ids)
+        _note_addresses(rows)
         filled = [batch_id for batch_id in batch_ids if written.get(batch_id)]
         if filled:
             db.session.execute(update(NotificationBatch), [{"id": b, "size": written[b]} for b in filled])
@@ -164,10 +191,14 @@ def _hand_out(batch_id: int, priority: int, enqueue_batch) -> bool:
 
 def _insert_new(rows: list[dict], batch_ids: list[int]) -> dict[int, int]:
     """Insert rows, skipping (job, email) pairs already there; return how many each batch got."""
-    dialect_insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
-    stmt = dialect_insert(Notification).on_conflict_do_nothing(index_elements=["job_id", "email"])
-    db.session.execute(stmt, rows)
+    db.session.execute(_insert_ignoring_duplicates(), rows)
     # The batches are new, so what they hold now is what this insert wrote.
     return dict(db.session.execute(
         select(Notification.batch_id, func.count()).where(Notification.batch_id.in_(batch_ids))
         .group_by(Notification.batch_id)).all())
+
+
+def _insert_ignoring_duplicates():
+    """An insert of notification rows that skips (job, email) pairs already written."""
+    dialect_insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    return dialect_insert(Notification).on_conflict_do_nothing(index_elements=["job_id", "email"])

@@ -40,13 +40,18 @@ class BatchStatus(StrEnum):
 
 
 class RecipientStatus(StrEnum):
-    """pending -> sending (in doubt until the reply) -> sent | failed | canceled; back to pending to retry."""
+    """pending -> sending (in doubt until the reply) -> sent | failed | canceled; back to pending to retry.
+
+    ``opted_out`` rows are never sent: the fan-out writes them, outside any batch, so the ledger
+    names every address a notice left out and why."""
 
     PENDING = "pending"
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
     CANCELED = "canceled"
+    OPTED_OUT = "opted_out"
+    SUPPRESSED = "suppressed"  # left out like opted_out: the address bounced before (school.bounces)
     BOUNCED = "bounced"  # sent, then bounced back for good (the report came later; see school.bounces)
 
 
@@ -131,6 +136,27 @@ class NotificationBatch(db.Model):
 
 RSVP_ANSWERS = ("yes", "no", "maybe")
 
+# Trigram indexes for the ledger's search, made by a migration on PostgreSQL only and only where the
+# pg_trgm extension can be created; not declared here, so schema comparisons leave them out.
+MIGRATION_ONLY_INDEXES = frozenset({"ix_recipient_addresses_email_trgm", "ix_recipient_addresses_name_trgm"})
+
+
+def declared_in_models(obj, name, type_, reflected, compare_to) -> bool:
+    """Alembic's ``include_object``: everything but the migration-only indexes."""
+    return not (type_ == "index" and name in MIGRATION_ONLY_INDEXES)
+
+
+class RecipientAddress(db.Model):
+    """Every address some notice row holds, with the name last written for it: what the ledger's
+    search looks in. Written by the fan-out (only new addresses and changed names cost a write),
+    emptied of addresses no row holds any more by retention. Kept apart from the notification rows,
+    which every send updates, so its search index costs nothing per message."""
+
+    __tablename__ = "recipient_addresses"
+
+    email: Mapped[str] = mapped_column(String(254), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+
 
 class Notification(db.Model):
     """One recipient of one job: a distinct email address and the people it stands for."""
@@ -145,7 +171,8 @@ class Notification(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("notification_jobs.id", ondelete="CASCADE"))
-    batch_id: Mapped[int] = mapped_column(ForeignKey("notification_batches.id", ondelete="CASCADE"))
+    # NULL for a row the fan-out left out (opted out): nothing sends it.
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("notification_batches.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(String(254))
     name: Mapped[str] = mapped_column(String(200))
     roles: Mapped[str] = mapped_column(String(40))

@@ -1,6 +1,7 @@
 """A job's recipient ledger for staff: who it reached, what their server said, who read and answered.
 
-Filters and search run on the job's own rows (the (job_id, status) index narrows them); the CSV
+Filters run on the job's own rows (the (job_id, status) index narrows them); a search by part of a
+name or address looks in the address directory first (trigram-indexed on PostgreSQL); the CSV
 export streams rows from a server-side cursor, so a job of any size is exported in flat memory.
 """
 import csv
@@ -12,19 +13,24 @@ from sqlalchemy import func, or_, select
 from ..extensions import db
 from ..pagination import Page
 from ..timeutil import aware
-from .models import Notification, RecipientStatus
+from .models import Notification, RecipientAddress, RecipientStatus
 
 FILTERS = {
     "sent": Notification.status == RecipientStatus.SENT,
     "failed": Notification.status == RecipientStatus.FAILED,
     "pending": Notification.status.in_((RecipientStatus.PENDING, RecipientStatus.SENDING)),
     "canceled": Notification.status == RecipientStatus.CANCELED,
+    "opted_out": Notification.status == RecipientStatus.OPTED_OUT,
+    "suppressed": Notification.status == RecipientStatus.SUPPRESSED,
     "bounced": Notification.status == RecipientStatus.BOUNCED,
     "acknowledged": Notification.acknowledged_at.is_not(None),
-    "not_acknowledged": Notification.acknowledged_at.is_(None),
+    # Those the notice was meant to reach who have not said they read it (not those it left out).
+    "not_acknowledged": Notification.acknowledged_at.is_(None) & Notification.status.not_in(
+        (RecipientStatus.OPTED_OUT, RecipientStatus.SUPPRESSED)),
 }
 COLUMNS = ("name", "email", "children", "status", "sent_at", "server_reply", "acknowledged_at", "rsvp")
 MAX_QUERY = 200
+COUNT_AHEAD = 1000  # rows counted past a page before the total says "more than"
 
 
 class LedgerError(ValueError):
@@ -44,8 +50,11 @@ def _query(job_id: int, status: str = "", q: str = ""):
         raise LedgerError({"q": f"At most {MAX_QUERY} characters."})
     if q:
         pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        where.append(or_(func.lower(Notification.name).like(pattern, escape="\\"),
-                         func.lower(Notification.email).like(pattern, escape="\\")))
+        # Looked up in the address directory (indexed for it, and never updated by sending), then
+        # the job's rows by (job, address).
+        where.append(Notification.email.in_(select(RecipientAddress.email).where(or_(
+            func.lower(RecipientAddress.name).like(pattern, escape="\\"),
+            func.lower(RecipientAddress.email).like(pattern, escape="\\")))))
     return where
 
 
@@ -62,10 +71,16 @@ def _iso(value) -> str | None:
 def page(job_id: int, status: str = "", q: str = "", number: int = 1, per_page: int = 50) -> Page:
     """One page of the ledger in address order; ``LedgerError`` for an unknown filter."""
     where = _query(job_id, status, q)
-    total = db.session.scalar(select(func.count()).select_from(Notification).where(*where))
+    offset = (number - 1) * per_page
+    # Counted only so far past this page: a broad search or filter on a large job would otherwise
+    # count tens of thousands of rows on every page, to print a number nobody needs exactly.
+    limit = offset + per_page + COUNT_AHEAD + 1
+    counted = db.session.scalar(select(func.count()).select_from(
+        select(Notification.id).where(*where).limit(limit).subquery()))
     items = db.session.scalars(select(Notification).where(*where).order_by(Notification.email)
-                               .limit(per_page).offset((number - 1) * per_page)).all()
-    return Page(items=items, page=number, per_page=per_page, total=total)
+                               .limit(per_page).offset(offset)).all()
+    exact = counted < limit
+    return Page(items=items, page=number, per_page=per_page, total=counted if exact else limit - 1, exact=exact)
 
 
 def csv_lines(job_id: int, status: str = "", q: str = "") -> Iterator[str]:

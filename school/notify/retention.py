@@ -7,7 +7,7 @@ from sqlalchemy import delete, select, update
 
 from ..extensions import db
 from ..timeutil import utcnow
-from .models import JOB_ENDED, Notification, NotificationBatch, NotificationJob
+from .models import JOB_ENDED, Notification, NotificationBatch, NotificationJob, RecipientAddress
 from .progress import progress
 
 log = logging.getLogger(__name__)
@@ -28,5 +28,9 @@ def purge(now=None) -> int:
         db.session.execute(delete(NotificationBatch).where(NotificationBatch.job_id == job.id))
         db.session.commit()
     if jobs:
+        # Addresses no notice row holds any more leave the ledger's search directory too.
+        db.session.execute(delete(RecipientAddress).where(~select(Notification.id).where(
+            Notification.email == RecipientAddress.email).exists()))
+        db.session.commit()
         log.info("purged the recipient rows of %s finished job(s)", len(jobs))
     return len(jobs)

@@ -8,6 +8,7 @@ from sqlalchemy.orm import joinedload
 from ..auth.decorators import admin_required
 from ..extensions import db
 from ..routing import page_arg
+from ..timeutil import aware, utcnow
 from . import controls, recipients
 from .models import NotificationJob
 from .progress import failed_recipients, progress
@@ -16,6 +17,22 @@ from .tasks import enqueue_batch
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
 STOP_POLLING = 286  # htmx 2 stops an `every` trigger when it gets this status
+# Once sending has ended, families still read and answer until the event is over: the page keeps
+# up with them at this slower pace.
+ANSWERS_POLL = "10s"
+
+
+def _poll(job: NotificationJob, p) -> str | None:
+    """How often the progress fragment asks again: every second while sending, every ANSWERS_POLL
+    while families may still acknowledge or answer, never once the event is over or its rows purged."""
+    if not p.ended:
+        return "1s"
+    over = aware(job.event.ends_at or job.event.starts_at) <= utcnow()
+    return None if over or job.purged_at is not None else ANSWERS_POLL
+
+
+def _progress_response(html: str, poll: str | None):
+    return make_response(html, 200 if poll else STOP_POLLING)
 
 
 def _job_or_404(job_id: int) -> NotificationJob:
@@ -53,14 +70,15 @@ def rows():
 @admin_required
 def detail(job_id: int):
     job = _job_or_404(job_id)
-    return render_template("jobs/detail.html", job=job, p=progress(job), failed=failed_recipients(job_id),
-                           controls=True)
+    p = progress(job)
+    return render_template("jobs/detail.html", job=job, p=p, failed=failed_recipients(job_id),
+                           controls=True, poll=_poll(job, p))
 
 
 @bp.get("/<int:job_id>/progress")
 @login_required
 def fragment(job_id: int):
-    """What the page polls every second: kept counters only, and 286 once the job has ended.
+    """What the page polls: kept counters only; 286 once nothing on it can change any more.
 
     Staff see the counts; who failed and what their server said only admins and the event's
     creator, and the controls only admins."""
@@ -68,9 +86,10 @@ def fragment(job_id: int):
     p = progress(job)
     controls = request.args.get("controls") == "1" and current_user.is_admin
     may_see_recipients = current_user.is_admin or job.event.created_by_id == current_user.id
-    html = render_template("jobs/_progress.html", job=job, p=p, controls=controls,
+    poll = _poll(job, p)
+    html = render_template("jobs/_progress.html", job=job, p=p, controls=controls, poll=poll,
                            failed=failed_recipients(job_id) if p.failed and may_see_recipients else [])
-    return make_response(html, STOP_POLLING if p.ended else 200)
+    return _progress_response(html, poll)
 
 
 @bp.post("/<int:job_id>/<any(pause, resume, cancel, 'retry-failed'):action>")
@@ -84,9 +103,10 @@ def control(job_id: int, action: str):
     if request.headers.get("HX-Request"):
         job = _job_or_404(job_id)
         p = progress(job)
-        html = render_template("jobs/_progress.html", job=job, p=p, controls=True, message=message,
+        poll = _poll(job, p)
+        html = render_template("jobs/_progress.html", job=job, p=p, controls=True, message=message, poll=poll,
                                failed=failed_recipients(job_id) if p.failed else [])
-        return make_response(html, STOP_POLLING if p.ended else 200)
+        return _progress_response(html, poll)
     flash(message)
     return redirect(url_for("jobs.detail", job_id=job_id))
 
