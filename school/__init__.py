@@ -48,6 +48,8 @@ def register_blueprints(app: Flask) -> None:
     from .admin.views import bp as admin_bp
     from .api.views import bp as api_bp
     from .auth.views import bp as auth_bp
+    from .bounces.api import bp as bounces_api_bp
+    from .bounces.views import bp as bounces_bp
     from .dev.views import bp as dev_bp
     from .events.views import bp as events_bp
     from .family import views as family_views
@@ -59,11 +61,13 @@ def register_blueprints(app: Flask) -> None:
 
     app.url_map.converters["int"] = RowId  # before any route is added, so every <int:…> uses it
     for blueprint in (auth_bp, events_bp, jobs_bp, admin_bp, api_bp, health_bp, dev_bp, roster_bp, roster_api_bp,
-                      family_views.bp):
+                      family_views.bp, bounces_bp, bounces_api_bp):
         app.register_blueprint(blueprint)
     csrf.exempt(family_views.unsubscribe)  # RFC 8058: the mail provider's POST carries no cookie or token
     csrf.exempt(api_bp)  # the JSON API takes bearer tokens only, never the session cookie
     csrf.exempt(roster_api_bp)
+    csrf.exempt(bounces_bp)  # providers' webhooks: the shared secret is the capability, there is no session
+    csrf.exempt(bounces_api_bp)
 
 
 def register_security(app: Flask) -> None:

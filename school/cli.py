@@ -5,6 +5,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from .auth.models import ROLES, ApiToken, User
+from .bounces.cli import COMMANDS as BOUNCE_COMMANDS
 from .extensions import db
 from .roster.cli import import_roster_command
 from .roster.seed import RosterExists, seed_demo
@@ -69,5 +70,5 @@ def revoke_token_command(token_or_email: str) -> None:
 
 def init_app(app: Flask) -> None:
     for command in (seed_demo_command, import_roster_command, create_user_command, create_token_command,
-                    revoke_token_command):
+                    revoke_token_command, *BOUNCE_COMMANDS):
         app.cli.add_command(command)

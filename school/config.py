@@ -6,6 +6,7 @@ With nothing set the app runs embedded: SQLite for the data and for the Huey que
 """
 import os
 import secrets
+from email.utils import parseaddr
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -98,6 +99,20 @@ def _engine_options(env, database_url: str) -> dict:
     return options
 
 
+def _bounce_address(env, sender: str) -> str:
+    """Where bounces go: MAIL_BOUNCE_ADDRESS, or ``bounces@`` the sender's domain. Each message's
+    envelope sender is this address tagged with its recipient (``bounces+<tag>@domain``, VERP)."""
+    raw = (env.get("MAIL_BOUNCE_ADDRESS") or "").strip()
+    if not raw:
+        domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+        return f"bounces@{domain}"
+    local, at, domain = parseaddr(raw)[1].rpartition("@")
+    if not at or not local or not domain or "+" in local or not raw.isascii():
+        raise ConfigError(f"MAIL_BOUNCE_ADDRESS must be a plain ASCII address without '+', like "
+                          f"bounces@school.example.org, not {raw!r}")
+    return f"{local}@{domain}"
+
+
 def _check_environment(env, app_env: str) -> None:
     """Refuse an unknown APP_ENV, and any but development or test without SECRET_KEY, saying
     everything that must change at once."""
@@ -182,6 +197,12 @@ def load(env=None) -> dict:
         "MAIL_USERNAME": env.get("MAIL_USERNAME") or None,
         "MAIL_PASSWORD": env.get("MAIL_PASSWORD") or None,
         "MAIL_DEFAULT_SENDER": env.get("MAIL_DEFAULT_SENDER", "School <notices@school.example.org>"),
+        "MAIL_BOUNCE_ADDRESS": _bounce_address(
+            env, env.get("MAIL_DEFAULT_SENDER", "School <notices@school.example.org>")),
+        # The shared secret bounce webhooks (SES, Postmark) must present; unset: webhooks are off.
+        "BOUNCE_WEBHOOK_SECRET": env.get("BOUNCE_WEBHOOK_SECRET") or None,
+        # The largest bounce or complaint read (bytes); larger ones are ignored and logged.
+        "BOUNCE_MAX_BYTES": max(1024, _int(env, "BOUNCE_MAX_BYTES", 1024 * 1024)),
         "MAIL_TIMEOUT": _float(env, "MAIL_TIMEOUT", 30.0),
         "MAIL_RATE_LIMIT": _rate_limit(env.get("MAIL_RATE_LIMIT", "0")),
         # Open SMTP connections allowed at once, shared by every consumer on every machine (0 = no cap).

@@ -21,7 +21,7 @@ RULES = (
     ("school.ops.*", READ), ("school.health.*", READ), ("school.admin.*", READ),
     ("school.*.tasks", CONSUMER), ("school.consumer", CONSUMER),
     ("school.models", MODELS), ("school.*.models", MODELS),
-    ("school.notify.*", DOMAIN), ("school.family.*", DOMAIN), ("school.roster.*", DOMAIN), ("school.events.*", DOMAIN), ("school.auth.*", DOMAIN),
+    ("school.notify.*", DOMAIN), ("school.family.*", DOMAIN), ("school.bounces.*", DOMAIN), ("school.roster.*", DOMAIN), ("school.events.*", DOMAIN), ("school.auth.*", DOMAIN),
     ("school.counters.*", COUNTERS), ("school.caching.*", COUNTERS),
     ("school.*", FOUNDATION),
 )

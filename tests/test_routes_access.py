@@ -21,6 +21,7 @@ ADMIN = "an admin's session"
 TOKEN = "any API token"
 ADMIN_TOKEN = "an admin's API token"
 ADMIN_OR_TOKEN = "an admin's session or any API token"
+WEBHOOK = "the bounce webhook's secret"
 
 ACCESS = {
     "static": PUBLIC,
@@ -80,6 +81,10 @@ ACCESS = {
     "api.event": TOKEN,
     "api.remind": TOKEN,
     "api.job_recipients": ADMIN_TOKEN,
+    "bounces_api.index": ADMIN_TOKEN,
+    "bounces_api.lift": ADMIN_TOKEN,
+    # Providers' webhooks: only the shared secret lets in (none is set here, so nobody).
+    "bounces.webhook": WEBHOOK,
 }
 
 REACHED, LOGIN, UNAUTHORIZED, FORBIDDEN = "reached", "sent to log in", "401", "403"
@@ -94,6 +99,7 @@ EXPECTED = {
                   "staff token": FORBIDDEN, "admin token": REACHED},
     ADMIN_OR_TOKEN: {"anonymous": UNAUTHORIZED, "staff": FORBIDDEN, "admin": REACHED, "staff token": REACHED,
                      "admin token": REACHED},
+    WEBHOOK: dict.fromkeys(CALLERS, FORBIDDEN),
 }
 
 
@@ -123,7 +129,8 @@ def world(app, admin_user, staff_user):
 
 
 ARGUMENTS = {"action": "pause", "name": "00000000000000000001-00000000.eml", "filename": "app.css",
-             "kind": "students", "import_id": 1, "class_id": 1, "person_id": 1, "guardian_id": 1}
+             "kind": "students", "import_id": 1, "class_id": 1, "person_id": 1, "guardian_id": 1,
+             "provider": "ses", "secret": "not-the-secret", "address": "someone@example.org"}
 
 
 def routes(app, ids):
@@ -146,7 +153,7 @@ def call(app, world, caller: str, endpoint: str, method: str, url: str):
     if method == "GET":
         return client.get(url, headers=headers)
     if url.startswith("/api/"):
-        return client.post(url, headers=headers, json=EVENT)
+        return client.open(url, method=method, headers=headers, json=EVENT)
     data = {"csrf_token": token}
     if endpoint == "auth.login":
         staff = world["users"]["staff"]

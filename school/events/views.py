@@ -4,6 +4,7 @@ from flask_login import current_user, login_required
 from ..extensions import db
 from ..i18n import LANGUAGES
 from ..notify.tasks import enqueue_fanout
+from ..roster import office
 from ..roster.audience import AudienceError, validate as validate_audience
 from ..roster.services import audience_choices, cached_count
 from ..routing import page_arg
@@ -30,7 +31,8 @@ def index():
 @bp.get("/events/<int:event_id>")
 def detail(event_id: int):
     event = db.get_or_404(Event, event_id)
-    return render_template("events/detail.html", event=event, languages=LANGUAGES)
+    unreached = office.unreached_students(event.job) if event.job else None
+    return render_template("events/detail.html", event=event, languages=LANGUAGES, unreached=unreached)
 
 
 @bp.post("/events/<int:event_id>/remind")

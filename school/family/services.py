@@ -136,7 +136,7 @@ def other_notices(found: Notice) -> list[dict]:
         .join(NotificationJob, NotificationJob.id == Notification.job_id)
         .join(Event, Event.id == NotificationJob.event_id)
         .where(Notification.email == found.recipient.email, Notification.id != found.recipient.id,
-               Notification.status != RecipientStatus.OPTED_OUT,
+               Notification.status.not_in((RecipientStatus.OPTED_OUT, RecipientStatus.SUPPRESSED)),
                NotificationJob.created_at >= since)
         .order_by(NotificationJob.created_at.desc(), Notification.id.desc()).limit(HISTORY_SHOWN)).all()
     return [{"title": title, "starts_at": starts_at, "token": notice_token(job_id, notification_id),

@@ -73,7 +73,9 @@ def recount(batch_id: int, owner: str | None = None, **values) -> None:
     if owner is not None:
         statement = statement.where(NotificationBatch.lease_owner == owner)
     result = db.session.execute(statement.values(
-        sent=counts.get(RecipientStatus.SENT, 0), failed=counts.get(RecipientStatus.FAILED, 0),
+        # A bounced row was sent (its server took it); the job counts the bounce on its own.
+        sent=counts.get(RecipientStatus.SENT, 0) + counts.get(RecipientStatus.BOUNCED, 0),
+        failed=counts.get(RecipientStatus.FAILED, 0),
         canceled=counts.get(RecipientStatus.CANCELED, 0), **values))
     if owner is not None and result.rowcount != 1:
         db.session.rollback()

@@ -13,6 +13,7 @@ from flask import current_app
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ..bounces.suppressions import suppressed_among
 from ..extensions import db
 from ..family.preferences import languages_among, opted_out_among
 from ..i18n import resolve
@@ -77,19 +78,20 @@ def run_fanout(job_id: int, enqueue_batch) -> int:
     return added
 
 
-def _without_opted_out(job_id: int, stream, counted: list[int]):
-    """The stream less the addresses that opted out of normal notices; ``counted[0]`` counts them.
+def _without(job_id: int, stream, among, status: RecipientStatus, counted: list[int]):
+    """The stream less the addresses ``among(emails)`` names (opted out of normal notices, or
+    suppressed because they bounced); ``counted[0]`` counts them.
 
-    Each is written to the ledger as an ``opted_out`` row outside any batch, in the transaction of
-    the rows around it, so staff see who was left out and why. One indexed lookup per thousand
+    Each is written to the ledger as a row of that ``status`` outside any batch, in the transaction
+    of the rows around it, so staff see who was left out and why. One indexed lookup per thousand
     recipients."""
     while chunk := list(islice(stream, ROWS_PER_COMMIT)):
-        opted = opted_out_among([r.email for r in chunk])
-        left_out = [r for r in chunk if r.email.lower() in opted]
+        named = among([r.email for r in chunk])
+        left_out = [r for r in chunk if r.email.lower() in named]
         if left_out:
             counted[0] += len(left_out)
-            _insert_left_out(job_id, left_out, RecipientStatus.OPTED_OUT)
-        yield from (r for r in chunk if r.email.lower() not in opted)
+            _insert_left_out(job_id, left_out, status)
+        yield from (r for r in chunk if r.email.lower() not in named)
 
 
 def _in_languages(stream, default: str):
@@ -136,7 +138,8 @@ def _follow_up(job_id: int, who: str) -> Iterator[Recipient]:
     """A reminder's recipients: the rows of the job it follows up, all or those who have not acknowledged."""
     stmt = select(Notification.email, Notification.name, Notification.roles, Notification.children,
                   Notification.language).where(
-        Notification.job_id == job_id, Notification.status != RecipientStatus.OPTED_OUT).order_by(Notification.email)
+        Notification.job_id == job_id, Notification.status.not_in((RecipientStatus.OPTED_OUT, RecipientStatus.SUPPRESSED))
+    ).order_by(Notification.email)
     if who == "not_acknowledged":
         stmt = stmt.where(Notification.acknowledged_at.is_(None))
     with db.engine.connect() as conn:
@@ -151,9 +154,11 @@ def _write(job_id: int, stream: Iterator[Recipient], skipped, size: int, priorit
     """``skipped()``: how many of the audience have no address, asked once the stream is written."""
     added = 0
     queue_up = True  # after one failure to queue a batch, the rest are left to the sweeper too
-    opted_out = [0]
+    opted_out, suppressed = [0], [0]
+    # Nobody is at a suppressed address, for any notice, urgent ones included.
+    stream = _without(job_id, stream, suppressed_among, RecipientStatus.SUPPRESSED, suppressed)
     if skip_opted_out:
-        stream = _without_opted_out(job_id, stream, opted_out)
+        stream = _without(job_id, stream, opted_out_among, RecipientStatus.OPTED_OUT, opted_out)
     batches = _by_language(_in_languages(stream, current_app.config["SCHOOL_LANGUAGE"]), size)
     per_commit = max(1, ROWS_PER_COMMIT // size)
     while chunks := list(islice(batches, per_commit)):
@@ -192,7 +197,8 @@ def _write(job_id: int, stream: Iterator[Recipient], skipped, size: int, priorit
     # Every run streams the whole audience, so this run's count is the job's (a rerun does not add).
     db.session.execute(
         update(NotificationJob).where(NotificationJob.id == job_id)
-        .values(fanout_done=True, skipped=skipped(), opted_out=opted_out[0], fanout_lease_until=None)
+        .values(fanout_done=True, skipped=skipped(), opted_out=opted_out[0], suppressed=suppressed[0],
+                fanout_lease_until=None)
     )
     db.session.commit()
     return added

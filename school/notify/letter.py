@@ -10,6 +10,7 @@ from flask_babel import force_locale, gettext
 from flask_mail import Message
 from markupsafe import escape
 
+from ..bounces.verp import addresser
 from ..events.calendar import ics
 from ..events.translations import EventText
 from ..family.tokens import signer
@@ -120,7 +121,7 @@ class Letter:
         self.event = event
         self.job_id = job_id
         self.sender = config["MAIL_DEFAULT_SENDER"]
-        self.envelope_from = parseaddr(self.sender)[1]
+        self.envelope_from = addresser()  # each recipient's own bounce address (VERP)
         self.domain = sender_domain()
         self.public_url = config["PUBLIC_URL"]
         self.school_language = config["SCHOOL_LANGUAGE"]
@@ -225,7 +226,7 @@ class Letter:
         ).encode("utf-8")
         delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
         data = head + delimiter[2:] + delimiter.join(parts) + f"\r\n--{boundary}--\r\n".encode("ascii")
-        return Outgoing(self.envelope_from, recipient.email, data, functools.partial(self.message, recipient))
+        return Outgoing(self.envelope_from(recipient.id), recipient.email, data, functools.partial(self.message, recipient))
 
     def message(self, recipient) -> Message:
         """The same message as a Flask-Mail ``Message`` (what ``mail.record_messages`` shows)."""

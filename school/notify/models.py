@@ -51,6 +51,8 @@ class RecipientStatus(StrEnum):
     FAILED = "failed"
     CANCELED = "canceled"
     OPTED_OUT = "opted_out"
+    SUPPRESSED = "suppressed"  # left out like opted_out: the address bounced before (school.bounces)
+    BOUNCED = "bounced"  # sent, then bounced back for good (the report came later; see school.bounces)
 
 
 class NotificationJob(db.Model):
@@ -90,6 +92,10 @@ class NotificationJob(db.Model):
     rsvp_yes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     rsvp_no: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     rsvp_maybe: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Addresses the fan-out left out because they are suppressed (they bounced), and rows sent
+    # that bounced back later (school.bounces).
+    suppressed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    bounced: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # A reminder: sent to the rows of that job (``follow_up_who``: "not_acknowledged" or "all"), not
     # to the event's audience; what its families do on their page counts on that first job.
     follow_up_of_id: Mapped[int | None] = mapped_column(ForeignKey("notification_jobs.id", ondelete="SET NULL"))

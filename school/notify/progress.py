@@ -44,6 +44,9 @@ class Progress:
     opted_out: int = 0
     acknowledged: int = 0
     rsvp: dict[str, int] | None = None
+    # Addresses left out because they bounced before (every notice), and sent ones that bounced since.
+    suppressed: int = 0
+    bounced: int = 0
 
     @property
     def ended(self) -> bool:
@@ -99,7 +102,8 @@ def progress(job: NotificationJob) -> Progress:
                     waiting_for=job.waiting_for, waiting_since=aware(job.waiting_since),
                     pace=ratelimit.for_config(current_app.config).pace() if running else None,
                     opted_out=job.opted_out, acknowledged=job.acknowledged,
-                    rsvp={"yes": job.rsvp_yes, "no": job.rsvp_no, "maybe": job.rsvp_maybe})
+                    rsvp={"yes": job.rsvp_yes, "no": job.rsvp_no, "maybe": job.rsvp_maybe},
+                    suppressed=job.suppressed, bounced=job.bounced)
 
 
 def _rate(job_id: int, sent: int, elapsed: float | None) -> float:

@@ -21,9 +21,12 @@ FILTERS = {
     "pending": Notification.status.in_((RecipientStatus.PENDING, RecipientStatus.SENDING)),
     "canceled": Notification.status == RecipientStatus.CANCELED,
     "opted_out": Notification.status == RecipientStatus.OPTED_OUT,
+    "suppressed": Notification.status == RecipientStatus.SUPPRESSED,
+    "bounced": Notification.status == RecipientStatus.BOUNCED,
     "acknowledged": Notification.acknowledged_at.is_not(None),
     # Those the notice was meant to reach who have not said they read it (not those it left out).
-    "not_acknowledged": Notification.acknowledged_at.is_(None) & (Notification.status != RecipientStatus.OPTED_OUT),
+    "not_acknowledged": Notification.acknowledged_at.is_(None) & Notification.status.not_in(
+        (RecipientStatus.OPTED_OUT, RecipientStatus.SUPPRESSED)),
 }
 COLUMNS = ("name", "email", "children", "status", "sent_at", "server_reply", "acknowledged_at", "rsvp")
 MAX_QUERY = 200

@@ -40,6 +40,12 @@ class SchoolCollector:
         for result in ("hit", "miss"):
             cache.add_metric([result], counters.get(f"cache:{result}", 0.0))
         yield cache
+        bounces = CounterMetricFamily("school_bounce_reports", "Bounces and complaints received, by what was done "
+                                      "(ignored: not a bounce, or not about one of our recipients).",
+                                      labels=["outcome"])
+        for outcome in ("hard", "soft", "complaint", "ignored"):
+            bounces.add_metric([outcome], counters.get(f"bounces:{outcome}", 0.0))
+        yield bounces
         for histogram, (name, help_text, buckets, label_names) in HISTOGRAMS.items():
             family = HistogramMetricFamily(name, help_text, labels=list(label_names))
             for labels in _label_sets(counters, histogram):

@@ -133,6 +133,11 @@ def _students_in_scope(audience: Audience):
     return and_(active, or_(*targeted))
 
 
+def students_in_scope(audience: Audience):
+    """The condition on ``Student`` that picks the audience's students (whichever roles it names)."""
+    return _students_in_scope(audience)
+
+
 def _teachers_in_scope(audience: Audience):
     teaching = Teacher.id.in_(select(class_teachers.c.teacher_id).where(class_teachers.c.class_id.in_(_class_ids(audience))))
     if audience.whole_school:

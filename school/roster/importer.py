@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import bindparam, delete, insert, select, tuple_, update
 
+from ..bounces.suppressions import lift_many
 from ..extensions import db
 from . import oneroster, simplecsv
 from .bundle import Bundle, BundleError, Problem, Problems
@@ -211,6 +212,7 @@ def _sync_records(kind: str, section: Section, ids: dict, gone: dict, dry_run: b
         ids[kind] = _load_ids(kind)
         return Change()
     change = Change()
+    corrected: set[str] = set()  # addresses the bundle changes: a suppression on them is lifted
     columns = [table.c[f] for f in fields]
     found: dict[str, int] = {}
     updates, deactivate = [], []
@@ -227,6 +229,8 @@ def _sync_records(kind: str, section: Section, ids: dict, gone: dict, dry_run: b
         resolved = _resolve(fields, record, ids)
         if not active or tuple(values) != resolved:
             updates.append({"row_id": row_id, **{f"v_{f}": v for f, v in zip(fields, resolved)}})
+            if "email" in fields and values[fields.index("email")] != resolved[fields.index("email")]:
+                corrected.add(resolved[fields.index("email")])
     new = [sid for sid in section.records if sid not in found]
     change.added, change.changed, change.deactivated = len(new), len(updates), len(deactivate)
     gone[kind] = set(deactivate)
@@ -239,6 +243,7 @@ def _sync_records(kind: str, section: Section, ids: dict, gone: dict, dry_run: b
             active=True, **{f: bindparam(f"v_{f}") for f in fields})
         for start in range(0, len(updates), CHUNK):
             db.session.execute(statement, updates[start:start + CHUNK])
+        lift_many(corrected, "address corrected by a roster import")
     for start in range(0, len(deactivate), CHUNK):
         db.session.execute(update(table).where(table.c.id.in_(deactivate[start:start + CHUNK])).values(active=False))
     if new:

@@ -4,9 +4,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import exists, func, or_, select
 
+from ..bounces.models import Suppression
+from ..bounces.suppressions import active as active_suppressions, lift
 from ..extensions import db
-from ..notify.models import Notification, NotificationJob
+from ..notify.models import JOB_ENDED, Notification, NotificationJob, RecipientStatus
 from ..events.models import Event
+from .audience import Audience, students_in_scope
 from .bundle import check_email
 from .models import Guardian, School, SchoolClass, Student, Teacher, student_guardians
 from .services import roster_changed
@@ -59,10 +62,34 @@ def notices_for(email: str | None, limit: int = 50) -> list[NoticeSent]:
     return [NoticeSent(*row) for row in rows]
 
 
+def _suppressed(column):
+    """The address is suppressed: it bounced, so mail to it reaches nobody."""
+    return exists().where(Suppression.email == func.lower(func.trim(column)), Suppression.lifted_at.is_(None))
+
+
 def _reachable_guardian():
     return exists().where(student_guardians.c.student_id == Student.id,
                           student_guardians.c.guardian_id == Guardian.id,
-                          Guardian.active, func.coalesce(func.trim(Guardian.email), "") != "")
+                          Guardian.active, func.coalesce(func.trim(Guardian.email), "") != "",
+                          ~_suppressed(Guardian.email))
+
+
+def bouncing_guardians(limit: int = 200) -> tuple[list[tuple[Guardian, Suppression]], int]:
+    """Active guardians whose address is suppressed (it bounced), with why and since when, newest
+    first; and how many there are in all."""
+    where = (Guardian.active, Suppression.lifted_at.is_(None))
+    joined = select(Guardian, Suppression).join(Suppression, Suppression.email == func.lower(func.trim(Guardian.email)))
+    rows = db.session.execute(joined.where(*where).order_by(Suppression.since.desc(), Guardian.name)
+                              .limit(limit)).all()
+    total = db.session.scalar(select(func.count()).select_from(Guardian).join(
+        Suppression, Suppression.email == func.lower(func.trim(Guardian.email))).where(*where))
+    return [tuple(row) for row in rows], total
+
+
+def suppressions_for(guardians) -> dict[str, Suppression]:
+    """The suppression of each of these guardians' addresses that has one, by address."""
+    emails = [g.email.strip().lower() for g in guardians if g.email]
+    return {s.email: s for s in active_suppressions(emails)}
 
 
 def contacts_to_fix(page: int):
@@ -74,6 +101,27 @@ def contacts_to_fix(page: int):
                  .order_by(School.name, SchoolClass.name, Student.name, Student.id))
     total = db.session.scalar(select(func.count()).select_from(Student).where(Student.active, ~_reachable_guardian()))
     rows = db.session.execute(statement.limit(PER_PAGE).offset((page - 1) * PER_PAGE)).all()
+    return rows, total
+
+
+def unreached_students(job: NotificationJob, limit: int = 200):
+    """For an ended notice to guardians: the students in its audience none of whose guardians it
+    was delivered to (no address, opted out, suppressed, failed or bounced), by class; and how many.
+    None when the question does not apply (still sending, a reminder, no guardians asked)."""
+    if job.status not in JOB_ENDED or job.follow_up_of_id is not None or job.purged_at is not None:
+        return None
+    audience = Audience.from_dict(job.event.audience)
+    if "guardians" not in audience.roles:
+        return None
+    delivered = exists().where(
+        student_guardians.c.student_id == Student.id, student_guardians.c.guardian_id == Guardian.id,
+        Notification.job_id == job.id, Notification.email == func.lower(func.trim(Guardian.email)),
+        Notification.status == RecipientStatus.SENT)
+    where = (students_in_scope(audience), ~delivered)
+    rows = db.session.execute(
+        select(Student, SchoolClass.name).outerjoin(SchoolClass, SchoolClass.id == Student.class_id)
+        .where(*where).order_by(SchoolClass.name, Student.name, Student.id).limit(limit)).all()
+    total = db.session.scalar(select(func.count()).select_from(Student).where(*where))
     return rows, total
 
 
@@ -90,10 +138,11 @@ def correct_email(guardian_id: int, value: str) -> Guardian:
     if invalid or not email:
         raise ContactError("Enter a valid email address, such as name@example.org.")
     guardian.email, guardian.invalid_email = email, None
+    lift(email, "address corrected by the office")  # the office checked it: mail it again
     db.session.commit()
     roster_changed()
     return guardian
 
 
-__all__ = ["PEOPLE", "ContactError", "NoticeSent", "contacts_to_fix", "correct_email", "notices_for",
-           "search_classes", "search_people"]
+__all__ = ["PEOPLE", "ContactError", "NoticeSent", "bouncing_guardians", "contacts_to_fix", "correct_email",
+           "notices_for", "search_classes", "search_people", "suppressions_for", "unreached_students"]

@@ -120,8 +120,11 @@ def person(kind: str, person_id: int, error: str | None = None, status: int = 20
 def contacts_to_fix():
     page = page_arg()
     rows, total = office.contacts_to_fix(page)
+    bouncing, bouncing_total = office.bouncing_guardians()
+    suppressed = office.suppressions_for([g for student, _school, _class in rows for g in student.guardians])
     return render_template("roster/fix.html", rows=rows, total=total, page=page,
-                           pages=max(1, -(-total // office.PER_PAGE)), errors={})
+                           pages=max(1, -(-total // office.PER_PAGE)), errors={}, bouncing=bouncing,
+                           bouncing_total=bouncing_total, suppressed=suppressed)
 
 
 @bp.post("/guardians/<int:guardian_id>/email")
