@@ -57,8 +57,8 @@ def test_sent_notices_keep_their_rows_when_left_out_rows_arrive(app_on, db_url):
         db.session.remove()
         upgrade()
         # The ledger's search directory starts with the addresses already there.
-        assert db.session.execute(text("SELECT email, name FROM recipient_addresses")).all() == [
-            ("maria@families.example.org", "Maria Silva")]
+        assert db.session.execute(text("SELECT email, name, search FROM recipient_addresses")).all() == [
+            ("maria@families.example.org", "Maria Silva", "maria silva maria@families.example.org")]
 
         db.session.add(Notification(id=2, job_id=1, batch_id=None, email="cy@families.example.org", name="Cy Jones",
                                     roles="guardian", children="", status="opted_out"))

@@ -21,7 +21,7 @@ from ..roster.audience import Audience, Recipient, count, recipients
 from . import leases, ratelimit
 from .completion import finish_if_complete
 from .models import (JOB_OPEN, BatchStatus, JobStatus, Notification, NotificationBatch, NotificationJob,
-                     RecipientAddress, RecipientStatus)
+                     RecipientAddress, RecipientStatus, search_text)
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +129,11 @@ def _note_addresses(rows: list[dict]) -> None:
     An address already there with the same name costs an index lookup, not a write."""
     dialect_insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
     stmt = dialect_insert(RecipientAddress)
-    stmt = stmt.on_conflict_do_update(index_elements=["email"], set_={"name": stmt.excluded.name},
+    stmt = stmt.on_conflict_do_update(index_elements=["email"],
+                                      set_={"name": stmt.excluded.name, "search": stmt.excluded.search},
                                       where=RecipientAddress.name != stmt.excluded.name)
-    db.session.execute(stmt, [{"email": row["email"], "name": row["name"]} for row in rows])
+    db.session.execute(stmt, [{"email": row["email"], "name": row["name"],
+                               "search": search_text(row["name"], row["email"])} for row in rows])
 
 
 def _follow_up(job_id: int, who: str) -> Iterator[Recipient]:

@@ -8,7 +8,7 @@ import csv
 import io
 from collections.abc import Iterator
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import func, select, text
 
 from ..extensions import db
 from ..pagination import Page
@@ -52,9 +52,8 @@ def _query(job_id: int, status: str = "", q: str = ""):
         pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         # Looked up in the address directory (indexed for it, and never updated by sending), then
         # the job's rows by (job, address).
-        where.append(Notification.email.in_(select(RecipientAddress.email).where(or_(
-            func.lower(RecipientAddress.name).like(pattern, escape="\\"),
-            func.lower(RecipientAddress.email).like(pattern, escape="\\")))))
+        where.append(Notification.email.in_(select(RecipientAddress.email).where(
+            RecipientAddress.search.like(pattern, escape="\\"))))
     return where
 
 
