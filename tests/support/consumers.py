@@ -3,6 +3,7 @@ failing test shows the end of."""
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import signal
 import subprocess
@@ -50,7 +51,7 @@ class Consumer:
         """Send ``sig`` and wait up to ``timeout`` s for the process to exit; its exit code, or None."""
         if not self.alive:
             return self.process.returncode if self.process else None
-        self.process.send_signal(sig)
+        self._signal(sig)
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -59,8 +60,16 @@ class Consumer:
     def kill(self) -> int:
         """``kill -9``: no chance to hand anything back."""
         if self.alive:
-            self.process.kill()
+            self._signal(signal.SIGKILL)
         return self.process.wait(10)
+
+    def _signal(self, sig: int) -> None:
+        """Signal the consumer's whole process group (its own session): a ``prefix`` such as faketime
+        runs the consumer as its child, which a signal to the prefix's process alone would leave running."""
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
 
     def log(self) -> str:
         try:
