@@ -16,7 +16,9 @@ from tests.support.pages import csrf_token, parse
 
 # Open to anyone: the login form, static files, and the health checks that load balancers poll.
 PUBLIC_ENDPOINTS = {"static", "auth.login"}
-PUBLIC_BLUEPRINTS = {"health", "family"}  # family: the link's token is the capability, no login
+# family: the link's token is the capability, no login; bounces: providers' webhooks, which carry
+# the shared secret instead (tests/test_bounces.py checks they refuse a wrong one).
+PUBLIC_BLUEPRINTS = {"health", "family", "bounces"}
 
 EVENT_FORM = {"title": "Sports day", "description": "Bring trainers.", "location": "Field",
               "starts_at": "2026-06-12T09:00", "ends_at": "2026-06-12T15:00", "priority": "normal",

@@ -7,6 +7,7 @@ as each consumer does."""
 import json
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -35,6 +36,9 @@ for _ in range(int(count)):
     elif action == "urgent":  # a sender of urgent job 1 that then dies, its demand never ended
         limit.acquire(urgent="job:1").done()
         granted.append(time.time())
+    elif action == "urgent-until-killed":  # sends urgent messages, renewing its demand, until killed
+        while True:
+            limit.acquire(urgent="job:1").done()
     else:
         getattr(limit, action)()
 print(json.dumps({"pace": limit.pace(), "granted": granted}))
@@ -49,12 +53,16 @@ def shared(request, tmp_path):
     data_dir = "" if redis_url else str(tmp_path)
 
     def make(spec: str):
+        args = [sys.executable, "-c", PROCESS, spec, redis_url, data_dir]
+
         def in_process(action: str, count: int = 1) -> dict:
-            done = subprocess.run([sys.executable, "-c", PROCESS, spec, redis_url, data_dir, action, str(count)],
-                                  cwd=ROOT, capture_output=True, text=True, timeout=120)
+            done = subprocess.run([*args, action, str(count)], cwd=ROOT, capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, done.stderr
             return json.loads(done.stdout)
 
+        # ``run.start(action)``: the same in a process left running.
+        in_process.start = lambda action: subprocess.Popen([*args, action, "1"], cwd=ROOT,
+                                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return MailRateLimit(spec, redis_url or None, "school", 30.0, data_dir or None), in_process
 
     return make
@@ -144,12 +152,17 @@ def test_a_sender_waiting_for_a_slow_slot_keeps_asking_whether_to_stop(shared):
 def test_normal_messages_give_way_to_urgent_ones_until_the_urgent_sender_dies(shared):
     here, run = shared("20/second")
     here.acquire().done()  # nothing urgent: a normal message goes
-    assert len(run("urgent", 3)["granted"]) == 3  # an urgent sender in another process, then it is gone
-    assert here.urgent_held()
-    assert here.acquire() is None  # a normal message gives way at once, without waiting for a slot
-    assert here.give_way(0.3)  # and a normal batch about to start waits a little, then gives way too
-    here.acquire(urgent="job:2").done()  # while another urgent job's messages still go
-    here.urgent_ending("job:2")
+    assert len(run("urgent", 3)["granted"]) == 3  # an urgent sender in another process, which ends
+    sender = run.start("urgent-until-killed")  # and one that keeps sending until it dies
+    try:
+        wait_for(here.urgent_held, 60, 0.05, "the other process's urgent demand is not seen here")
+        assert here.acquire() is None  # a normal message gives way at once, without waiting for a slot
+        assert here.give_way(0.3)  # and a normal batch about to start waits a little, then gives way too
+        here.acquire(urgent="job:2").done()  # while another urgent job's messages still go
+        here.urgent_ending("job:2")
+    finally:
+        sender.kill()  # kill -9: its demand is never ended
+        sender.wait(10)
     # Nobody renews the dead sender's demand: it lapses, and normal messages go again.
     wait_for(here.acquire, URGENT_LEASE + 5, 0.1, "normal messages still give way to a dead urgent sender").done()
     assert not here.urgent_held() and not here.give_way(0.3)
@@ -159,8 +172,24 @@ def test_normal_messages_give_way_to_urgent_ones_until_the_urgent_sender_dies(sh
 def test_an_urgent_job_announced_but_never_sent_holds_normal_messages_only_briefly(shared):
     here, run = shared("20/second")
     assert run("try")["granted"] != [False]
-    here.hold_urgent("job:3")  # dispatched by the web app, but no consumer takes it up
-    assert run("try")["granted"] == [False]  # every process's normal messages give way
+    # Dispatched by the web app, but no consumer takes it up. The announcement is repeated until
+    # the other process has looked (starting it can take longer than a lease on a busy machine),
+    # then left to lapse.
+    announced = threading.Event()
+
+    def announce():
+        while not announced.is_set():
+            here.hold_urgent("job:3")
+            announced.wait(0.5)
+
+    announcer = threading.Thread(target=announce, daemon=True)
+    announcer.start()
+    try:
+        wait_for(here.urgent_held, 5, 0.05, "the announcement was not held")
+        assert run("try")["granted"] == [False]  # every process's normal messages give way
+    finally:
+        announced.set()
+        announcer.join()
     wait_for(lambda: run("try")["granted"] != [False], URGENT_LEASE + 10, 0.1, "the announcement did not lapse")
 
 

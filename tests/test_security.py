@@ -122,6 +122,8 @@ def test_every_state_changing_form_refuses_a_request_without_the_token(app, auth
             continue
         if rule.endpoint == "family.unsubscribe":
             continue  # RFC 8058 one-click: the mail provider's POST carries no cookie or token, by design
+        if rule.endpoint.startswith("bounces."):
+            continue  # a provider's webhook: no session to forge, a shared secret instead (test_bounces)
         url = rule.build({name: values[name] for name in rule.arguments})[1]
         for headers in ({}, {"HX-Request": "true"}):
             response = client.post(url, data={**EVENT, "email": "x@example.org", "password": "long-enough-1",
