@@ -233,6 +233,7 @@ class BatchRun:
         self.last_error: SendError | None = None
         self.halt: str | None = None  # "paused", "canceled" or "held", once the job is seen so
         self.next_check = time.monotonic() + CHECK_EVERY
+        self.renewed = time.monotonic()  # when the lease was last extended, by a check-in or the keeper
         self.deferred = False  # someone was refused for now in this pass
         self.sent_since_check = 0
         self.throttles_in_a_row = 0
@@ -408,6 +409,7 @@ class BatchRun:
         progressed, self.sent_since_check = self.sent_since_check, 0
         over = {"outage_since": None} if progressed and self.outage_since else {}
         recount(self.batch_id, self.owner, lease_until=leases.expires_from(), **over)
+        self.renewed = time.monotonic()
         state, waiting = db.session.execute(select(NotificationJob.status, NotificationJob.waiting_for)
                                             .where(NotificationJob.id == self.job_id)).one()
         if progressed and waiting:  # messages go out again: the outage is over
@@ -437,14 +439,19 @@ class BatchRun:
             keeper.join()
 
     def _keep_lease(self, engine, lease: timedelta, stop: threading.Event) -> None:
-        while not stop.wait(CHECK_EVERY):
-            started = self.exchange_started
-            if started is None or not CHECK_EVERY <= time.monotonic() - started <= LONGEST_EXCHANGE:
+        """Renew once a third of the lease has gone by since the last renewal while an exchange is
+        under way, looking four times per lease: a renewal is never more than about half a lease
+        late, however short the lease or however the exchange and the check-ins fell."""
+        seconds = lease.total_seconds()
+        while not stop.wait(min(CHECK_EVERY, seconds / 4)):
+            started, now = self.exchange_started, time.monotonic()
+            if started is None or now - started > LONGEST_EXCHANGE or now - self.renewed < seconds / 3:
                 continue
             try:
                 with engine.connect() as connection:
                     leases.renew(connection, NotificationBatch, self.batch_id, NotificationBatch.lease_owner,
                                  NotificationBatch.lease_until, self.owner, lease)
+                self.renewed = now
             except Exception as exc:  # the next check-in renews it, or the lease runs out
                 log.warning("batch %s: could not renew the lease during a long exchange (%s)", self.batch_id, exc)
 
