@@ -17,6 +17,7 @@ from ..timeutil import utcnow
 
 
 class JobStatus(StrEnum):
+    SCHEDULED = "scheduled"  # waits for ``send_at`` (a scheduled send, or quiet hours); the sweep dispatches it
     QUEUED = "queued"
     RUNNING = "running"
     PAUSED = "paused"
@@ -67,6 +68,8 @@ class NotificationJob(db.Model):
     fanout_done: Mapped[bool] = mapped_column(default=False)
     fanout_owner: Mapped[str | None] = mapped_column(String(100))
     fanout_lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When a scheduled job may start (school time converted to UTC); NULL: at once.
+    send_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     # Outbox: NULL until the fan-out task is handed to the queue.
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
