@@ -175,7 +175,7 @@ class Notification(db.Model):
     __table_args__ = (
         UniqueConstraint("job_id", "email"),
         Index("ix_notifications_batch_status", "batch_id", "status"),
-        Index("ix_notifications_job_status", "job_id", "status"),
+        Index("ix_notifications_job_status_email", "job_id", "status", "email"),  # a status page, in address order
         Index("ix_notifications_email", "email"),
     )
 
