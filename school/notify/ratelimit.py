@@ -266,6 +266,26 @@ class RedisState:
         return float(rate) if rate else None
 
 
+def _use_wal(conn: sqlite3.Connection, patience: float = 10.0) -> None:
+    """Switch the file to write-ahead logging. Asking for it while another process writes can answer
+    "database is locked" at once (changing the journal mode does not wait on the busy timeout), even
+    when the file is in WAL mode already: then there is nothing to do; otherwise ask again."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                    return
+            except sqlite3.OperationalError:
+                pass
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class FileState:
     """The same state in ``DATA_DIR/ratelimit.db``, shared by every process on the machine: each
     change is one ``BEGIN IMMEDIATE`` transaction, so processes take turns. The messages in flight
@@ -298,7 +318,7 @@ class FileState:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():  # a new one after a fork
             conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn)
             conn.execute("PRAGMA synchronous=OFF")  # the state is worth nothing after a power cut
             self._conn, self._pid = conn, os.getpid()
         return self._conn
