@@ -371,28 +371,20 @@ BEFORE_BOUNCES = "c4e8b1d5a3f7-1"
 
 
 def test_the_bounce_revision_upgrades_sent_notices_and_goes_back_down(app_on, db_url):
-    from flask_migrate import downgrade, upgrade
+    from flask_migrate import upgrade
     from sqlalchemy import text
 
     from school.extensions import db
     from school.notify.models import NotificationJob
-    from tests.test_family_migration import SENT_NOTICE
+    from tests.support.migrations import SENT_NOTICE, count_after_downgrade, upgrade_holding
 
     app = app_on(db_url)
     with app.app_context():
-        downgrade(revision=BEFORE_BOUNCES)
-        for statement in SENT_NOTICE:
-            db.session.execute(text(statement))
-        db.session.commit()
-        db.session.remove()
-        upgrade()
+        upgrade_holding(BEFORE_BOUNCES, SENT_NOTICE)
         job = db.session.get(NotificationJob, 1)
         assert (job.suppressed, job.bounced) == (0, 0)
         assert db.session.execute(text("SELECT count(*) FROM suppressions")).scalar() == 0
-        db.session.remove()
-        downgrade(revision=BEFORE_BOUNCES)
-        assert db.session.execute(text("SELECT count(*) FROM notifications")).scalar() == 1
-        db.session.remove()
+        assert count_after_downgrade(BEFORE_BOUNCES, "notifications") == 1
         upgrade()
 
 

@@ -14,6 +14,7 @@ Plain helpers, imported by the tests that need them:
 - ``accounts``: who logs in (``ADMIN``, ``STAFF``) and logging in through the form (``AuthActions``)
 - ``pages``: reading rendered HTML by element, id and text
 - ``faults``: counting what a fault did to a job (the reliability tests)
+- ``migrations``: upgrading a database that holds data (``upgrade_holding``, ``SENT_NOTICE``)
 
 Nothing here is a mock: every queue, limit and retry is exercised through the same processes and
 protocols production uses, on 127.0.0.1 only.
