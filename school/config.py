@@ -6,6 +6,7 @@ With nothing set the app runs embedded: SQLite for the data and for the Huey que
 """
 import os
 import secrets
+from datetime import time
 from email.utils import parseaddr
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -78,6 +79,20 @@ def _rate_limit(raw: str) -> str:
             f"MAIL_RATE_LIMIT must look like '20/second' or '600/minute' (0 = unlimited), not {raw!r}"
         ) from None
     return raw
+
+
+def _quiet_hours(raw: str | None):
+    """``21:00-07:00`` (school time; may span midnight) as two ``time``s; None when unset."""
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    try:
+        start, end = (time.fromisoformat(part.strip()) for part in raw.split("-"))
+    except ValueError:
+        raise ConfigError(f"QUIET_HOURS must look like 21:00-07:00 (school time), not {raw!r}") from None
+    if start == end:
+        raise ConfigError(f"QUIET_HOURS must start and end at different times, not {raw!r}")
+    return start.replace(second=0, microsecond=0), end.replace(second=0, microsecond=0)
 
 
 def _engine_options(env, database_url: str) -> dict:
@@ -222,6 +237,10 @@ def load(env=None) -> dict:
         "NOTIFY_SWEEP_INTERVAL": _float(env, "NOTIFY_SWEEP_INTERVAL", 15.0),
         "HEARTBEAT_INTERVAL": _float(env, "HEARTBEAT_INTERVAL", 5.0),
         "SCHOOL_TIMEZONE": zone,
+        # When normal notices and reminders wait (school time, e.g. 21:00-07:00); urgent ones never do.
+        "QUIET_HOURS": _quiet_hours(env.get("QUIET_HOURS")),
+        # How often each consumer looks for scheduled work that is due (seconds).
+        "SCHEDULE_POLL_INTERVAL": max(0.2, _float(env, "SCHEDULE_POLL_INTERVAL", 1.0)),
         # The school's own language: what events are written in, and what a family whose language
         # the school does not speak reads.
         "SCHOOL_LANGUAGE": language,

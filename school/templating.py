@@ -5,7 +5,7 @@ from flask import Flask
 from flask_babel import get_locale
 
 from . import i18n
-from .timeutil import local
+from .timeutil import local, local_input
 
 
 def when(value: datetime | None) -> str:
@@ -60,3 +60,4 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(when)
     app.add_template_filter(number)
     app.add_template_filter(duration)
+    app.add_template_filter(local_input)

@@ -22,3 +22,8 @@ def school_zone() -> ZoneInfo:
 
 def local(value: datetime) -> datetime:
     return aware(value).astimezone(school_zone())
+
+
+def local_input(value: datetime | None) -> str:
+    """A stored time as a ``datetime-local`` field shows it: school time, to the minute."""
+    return "" if value is None else local(value).strftime("%Y-%m-%dT%H:%M")

@@ -1,14 +1,17 @@
 """The JSON API: bearer tokens only, strict types, ``{"error": ...}`` on every refusal."""
+from datetime import timedelta
+
 from flask import Blueprint, abort, g, jsonify, make_response, request, url_for
 from sqlalchemy import select
 
 from ..auth.tokens import token_required
 from ..events.models import Event
-from ..events.services import EventError, create_event, create_reminder, parse_event
+from ..events.followups import cancel_event, change_event, create_reminder, parse_changes
+from ..events.services import EventError, create_event, parse_datetime, parse_event
 from ..extensions import db
 from ..routing import page_arg
 from ..timeutil import aware
-from ..notify import controls, recipients
+from ..notify import controls, recipients, schedule
 from ..notify.models import NotificationJob
 from ..notify.progress import progress
 from ..notify.tasks import enqueue_batch, enqueue_fanout
@@ -62,15 +65,42 @@ def _event_or_404(event_id: int) -> Event:
     return found
 
 
+def _json_body():
+    """The request's JSON object, or a refusal to return."""
+    if not request.is_json:
+        return None, _error("send a JSON object with Content-Type: application/json", 415)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        return None, _error("the JSON is nested too deeply", 400)
+    if not isinstance(data, dict):
+        return None, _error("the body is not a JSON object", 400)
+    return data, None
+
+
+def _moment(value) -> str | None:
+    return aware(value).isoformat() if value else None
+
+
+def _event_json(found: Event) -> dict:
+    return {"id": found.id, "title": found.title, "description": found.description, "location": found.location,
+            "starts_at": _moment(found.starts_at), "ends_at": _moment(found.ends_at),
+            "priority": found.priority, "rsvp_asked": found.rsvp, "audience": found.audience,
+            "translations": found.translations or {}, "sequence": found.sequence,
+            "updated_at": _moment(found.updated_at), "canceled_at": _moment(found.canceled_at),
+            "canceled": found.canceled_at is not None, "original_id": found.original_id,
+            "changes": found.changes or {},
+            "reminders": [{"before": r.before, "to": r.to,
+                           "due_at": _moment(aware(found.starts_at) - timedelta(seconds=r.before_seconds)),
+                           "job_id": r.job_id} for r in found.reminders]}
+
+
 @bp.get("/events/<int:event_id>")
 @token_required()
 def event(event_id: int):
     """The event with its job's progress, acknowledgements and RSVP answers."""
     found = _event_or_404(event_id)
-    data = {"id": found.id, "title": found.title, "description": found.description, "location": found.location,
-            "starts_at": aware(found.starts_at).isoformat(), "ends_at": aware(found.ends_at).isoformat(),
-            "priority": found.priority, "rsvp_asked": found.rsvp, "audience": found.audience,
-            "translations": found.translations or {}}
+    data = _event_json(found)
     job_data = _job_json(found.job) if found.job else None
     data["job"] = job_data
     data["acknowledged"] = job_data["acknowledged"] if job_data else 0
@@ -92,6 +122,72 @@ def remind(event_id: int):
     except EventError as exc:
         return _error("cannot remind", 422, fields=exc.fields)
     return _accepted(reminder)
+
+
+@bp.patch("/events/<int:event_id>")
+@token_required()
+def change(event_id: int):
+    """Change the event's title, description, location or times; ``"notify": true`` sends an update
+    notice (what changed, old -> new, and the calendar entry moved) to everyone it was sent to."""
+    _event_or_404(event_id)
+    data, refusal = _json_body()
+    if refusal:
+        return refusal
+    try:
+        fields, notify = parse_changes(data)
+        result = change_event(event_id, fields, notify, g.api_user, enqueue_fanout)
+    except EventError as exc:
+        return _error("cannot change the event", 422, fields=exc.fields)
+    return jsonify(_change_json(result))
+
+
+@bp.post("/events/<int:event_id>/cancel")
+@token_required()
+def cancel_event_route(event_id: int):
+    """Cancel the event: nothing more of it is sent; ``"notify": true`` sends a cancellation notice."""
+    _event_or_404(event_id)
+    data, refusal = _json_body() if request.content_length else ({}, None)
+    if refusal:
+        return refusal
+    unknown = set(data) - {"notify"}
+    if unknown:
+        return _error("cannot cancel the event", 422, fields={"body": "unknown key: " + ", ".join(sorted(unknown))})
+    try:
+        result = cancel_event(event_id, data.get("notify", False), g.api_user, enqueue_fanout)
+    except EventError as exc:
+        return _error("cannot cancel the event", 422, fields=exc.fields)
+    return jsonify(_change_json(result))
+
+
+def _change_json(result) -> dict:
+    notice = result.notice
+    data = {"event": _event_json(result.event), "changes": result.changes, "sequence": result.sequence,
+            "note": result.note, "notice": None}
+    if notice is not None:
+        data["notice"] = {"event_id": notice.id, "job_id": notice.job.id,
+                          "job_url": url_for("api.job", job_id=notice.job.id, _external=True)}
+    return data
+
+
+@bp.post("/jobs/<int:job_id>/reschedule")
+@token_required(admin=True)
+def reschedule(job_id: int):
+    """Move a scheduled job: ``{"send_at": "2026-12-07T07:30"}`` (school time without an offset;
+    null: now)."""
+    data, refusal = _json_body()
+    if refusal:
+        return refusal
+    raw = data.get("send_at")
+    try:
+        send_at = None if raw in (None, "") else parse_datetime(raw)[0]
+        schedule.reschedule(job_id, send_at)
+    except LookupError:
+        return _error(f"no job {job_id}", 404)
+    except schedule.ScheduleError as exc:
+        return _error("cannot reschedule", 422, fields=exc.fields)
+    except ValueError as exc:
+        return _error("cannot reschedule", 422, fields={"send_at": str(exc)})
+    return jsonify(_job_json(db.session.get(NotificationJob, job_id)))
 
 
 @bp.get("/jobs")

@@ -1,6 +1,7 @@
 """Events that staff announce to the school."""
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from icalendar.prop import vDuration
 from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -43,7 +44,7 @@ class Event(db.Model):
     job: Mapped["NotificationJob"] = relationship(back_populates="event", uselist=False)  # noqa: F821
     original: Mapped["Event | None"] = relationship(remote_side=[id])
     reminders: Mapped[list["EventReminder"]] = relationship(back_populates="event", cascade="all, delete-orphan",
-                                                            order_by="EventReminder.before_seconds.desc()")
+                                                            order_by="[EventReminder.before_seconds.desc(), EventReminder.id]")
 
     @property
     def urgent(self) -> bool:
@@ -69,3 +70,8 @@ class EventReminder(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     event: Mapped[Event] = relationship(back_populates="reminders")
+
+    @property
+    def before(self) -> str:
+        """How long before the event, as an ISO 8601 duration: P1D, PT1H."""
+        return vDuration(timedelta(seconds=self.before_seconds)).to_ical().decode("ascii")

@@ -1,21 +1,22 @@
 """Creating events: one validation for the form and the API, and one transaction for event and job."""
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app
-from flask_babel import force_locale, gettext
+from icalendar.prop import vDuration
 from sqlalchemy import func, select
 
 from ..caching.versions import EVENTS, changed, remember, version
 from ..extensions import db
+from ..notify.leases import db_now
 from ..notify.models import REMIND_WHO, NotificationJob
-from ..notify.outbox import dispatch
+from ..notify.schedule import PAST_GRACE, ScheduleError, check_send_at, plan, start
 from ..pagination import Page
 from ..queue import priority_for
 from ..roster.audience import Audience, AudienceError, validate as validate_audience
 from ..text import storable
 from ..timeutil import school_zone, utcnow
-from .models import PRIORITIES, Event
+from .models import PRIORITIES, Event, EventReminder
 from .translations import parse_translations
 
 LIMITS = {"title": 200, "location": 200, "description": 5000}
@@ -46,6 +47,8 @@ class EventInput:
     rsvp: bool = False  # families are asked to answer yes, no or maybe
     notes: dict[str, str] = field(default_factory=dict)  # per field: what was read into it, e.g. a DST choice
     translations: dict[str, dict[str, str]] = field(default_factory=dict)  # per locale: title, description, location
+    send_at: datetime | None = None  # when the notice goes out (UTC); None: at once
+    reminders: list[tuple[int, str]] = field(default_factory=list)  # (seconds before the start, to whom)
 
 
 def latest_date(now: datetime) -> datetime:
@@ -100,7 +103,7 @@ def parse_datetime(value) -> tuple[datetime, str | None]:
     return moment, note
 
 
-def _text(data: dict, name: str, errors: dict, required: bool = False) -> str:
+def text_field(data: dict, name: str, errors: dict, required: bool = False) -> str:
     value = data.get(name, "")
     if value is None:
         value = ""
@@ -131,9 +134,9 @@ def parse_event(data: dict) -> EventInput:
     if not isinstance(data, dict):
         raise EventError({"body": "must be a JSON object"})
     errors: dict[str, str] = {}
-    title = _text(data, "title", errors, required=True)
-    description = _text(data, "description", errors)
-    location = _text(data, "location", errors)
+    title = text_field(data, "title", errors, required=True)
+    description = text_field(data, "description", errors)
+    location = text_field(data, "location", errors)
     times, notes = {}, {}
     for name in ("starts_at", "ends_at"):
         try:
@@ -174,10 +177,81 @@ def parse_event(data: dict) -> EventInput:
     translations, translation_errors = parse_translations(data.get("translations"),
                                                           current_app.config["SCHOOL_LANGUAGE"])
     errors.update(translation_errors)
+    now = utcnow()
+    send_at = None
+    if data.get("send_at") not in (None, ""):
+        try:
+            send_at, note = parse_datetime(data.get("send_at"))
+            if note:
+                notes["send_at"] = note
+            if "ends_at" in times:
+                send_at = check_send_at(send_at, times["ends_at"], now)
+        except ValueError as exc:
+            message = exc.fields["send_at"] if isinstance(exc, ScheduleError) else str(exc)
+            errors["send_at"] = message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
+    reminders = parse_reminders(data.get("reminders"), times.get("starts_at"), send_at or now, now, errors)
     if errors:
         raise EventError(errors)
     return EventInput(title, description, location, times["starts_at"], times["ends_at"], audience, priority,
-                      rsvp=rsvp, notes=notes, translations=translations)
+                      rsvp=rsvp, notes=notes, translations=translations, send_at=send_at, reminders=reminders)
+
+
+MAX_REMINDERS = 5
+LONGEST_REMINDER = timedelta(days=60)  # the earliest a reminder may come before its event
+
+
+def parse_reminders(value, starts_at: datetime | None, first_sent: datetime, now: datetime,
+                    errors: dict) -> list[tuple[int, str]]:
+    """``[{"before": "P1D", "to": "all"}]`` (ISO 8601 durations; ``to``: all, not_acknowledged,
+    rsvp_yes) as (seconds, to) pairs. Each must come after the notice itself and before the event
+    starts, and not have passed already; errors go in ``errors`` keyed ``reminders.<n>.before``."""
+    if value is None or value == []:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        errors["reminders"] = 'must be a list like [{"before": "P1D", "to": "all"}]'
+        return []
+    if len(value) > MAX_REMINDERS:
+        errors["reminders"] = f"At most {MAX_REMINDERS} reminders."
+        return []
+    found: list[tuple[int, str]] = []
+    for index, item in enumerate(value):
+        key = f"reminders.{index}"
+        unknown = set(item) - {"before", "to"}
+        if unknown:
+            errors[key] = "unknown key: " + ", ".join(sorted(map(str, unknown)))
+            continue
+        to = item.get("to") or "all"
+        if to not in REMIND_WHO:
+            errors[f"{key}.to"] = "Choose all, not_acknowledged or rsvp_yes."
+            continue
+        raw = item.get("before")
+        try:
+            before = vDuration.from_ical(raw.strip().upper()) if isinstance(raw, str) else None
+        except ValueError:
+            before = None
+        if before is None:
+            errors[f"{key}.before"] = "Give how long before the event, as an ISO 8601 duration like P1D or PT1H."
+            continue
+        if before <= timedelta(0):
+            errors[f"{key}.before"] = "A reminder comes before the event starts, not after: use a duration like P1D."
+            continue
+        if before > LONGEST_REMINDER:
+            errors[f"{key}.before"] = f"At most {LONGEST_REMINDER.days} days before the event."
+            continue
+        if starts_at is not None:
+            due = starts_at - before
+            if due < now - PAST_GRACE:
+                errors[f"{key}.before"] = "That time has already passed: the event starts sooner than this."
+                continue
+            if due < first_sent:
+                errors[f"{key}.before"] = "That is before the notice itself goes out."
+                continue
+        pair = (int(before.total_seconds()), to)
+        if pair in found:
+            errors[f"{key}.before"] = "The same reminder twice."
+            continue
+        found.append(pair)
+    return found
 
 
 def create_event(data: EventInput, user, enqueue_fanout) -> Event:
@@ -191,48 +265,14 @@ def create_event(data: EventInput, user, enqueue_fanout) -> Event:
         starts_at=data.starts_at, ends_at=data.ends_at, audience=data.audience.to_dict(),
         priority=data.priority, rsvp=data.rsvp, created_by=user, translations=data.translations or None,
     )
+    event.reminders = [EventReminder(before_seconds=seconds, to=to) for seconds, to in data.reminders]
     job = NotificationJob(event=event, priority=priority_for(data.priority == "urgent"))
+    plan(job, data.priority == "urgent", data.send_at, db_now())
     db.session.add_all([event, job])
     db.session.commit()
     changed(EVENTS)  # the events list shows it at once, in every process
-    dispatch(job, enqueue_fanout)
+    start(job, enqueue_fanout)
     return event
-
-
-REMINDER_PREFIX = "Reminder: "
-
-
-def create_reminder(event: Event, who, user, enqueue_fanout) -> Event:
-    """A follow-up of the event's notice, as its own event and job, for the first job's recipients
-    (``who``: "not_acknowledged" or "all"); ``EventError`` when there is nothing to follow up."""
-    if who not in REMIND_WHO:
-        raise EventError({"who": "Choose not_acknowledged or all."})
-    first = event.job
-    if first is None or first.purged_at is not None or not first.fanout_done:
-        raise EventError({"event": "Its notice has not been sent yet, or its recipients are no longer kept."})
-    if first.follow_up_of_id is not None:
-        raise EventError({"event": "This is a reminder already: remind from the first event."})
-    reminder = Event(
-        title=(REMINDER_PREFIX + event.title)[:LIMITS["title"]], description=event.description,
-        location=event.location, starts_at=event.starts_at, ends_at=event.ends_at, audience=event.audience,
-        priority=event.priority, rsvp=event.rsvp, created_by=user, translations=_reminder_translations(event),
-    )
-    job = NotificationJob(event=reminder, priority=first.priority, follow_up_of_id=first.id, follow_up_who=who)
-    db.session.add_all([reminder, job])
-    db.session.commit()
-    changed(EVENTS)
-    dispatch(job, enqueue_fanout)
-    return reminder
-
-
-def _reminder_translations(event: Event) -> dict | None:
-    """The event's translations, each title saying "Reminder:" in its own language."""
-    translations = {}
-    for locale, text in (event.translations or {}).items():
-        with force_locale(locale):
-            title = gettext("Reminder: %(title)s", title=text["title"])
-        translations[locale] = {**text, "title": title[:LIMITS["title"]]}
-    return translations or None
 
 
 def events_page(page: int, per_page: int) -> Page:

@@ -1,5 +1,8 @@
+from datetime import datetime, timedelta
+
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
+from sqlalchemy import select
 
 from ..extensions import db
 from ..i18n import LANGUAGES
@@ -8,8 +11,10 @@ from ..roster import office
 from ..roster.audience import AudienceError, validate as validate_audience
 from ..roster.services import audience_choices, cached_count
 from ..routing import page_arg
+from ..timeutil import aware, local_input
 from .models import Event
-from .services import EventError, create_event, create_reminder, events_page, parse_event
+from .followups import CHANGEABLE, cancel_event, change_event, create_reminder, parse_changes
+from .services import EventError, create_event, events_page, parse_event
 
 bp = Blueprint("events", __name__)
 
@@ -32,7 +37,14 @@ def index():
 def detail(event_id: int):
     event = db.get_or_404(Event, event_id)
     unreached = office.unreached_students(event.job) if event.job else None
-    return render_template("events/detail.html", event=event, languages=LANGUAGES, unreached=unreached)
+    follow_ups = db.session.scalars(select(Event).where(Event.original_id == event.id).order_by(Event.id)).all()
+    return render_template("events/detail.html", event=event, languages=LANGUAGES, unreached=unreached,
+                           follow_ups=follow_ups, by_job={f.job.id: f for f in follow_ups if f.job},
+                           reminder_due=reminder_due)
+
+
+def reminder_due(event: Event, reminder) -> datetime:
+    return aware(event.starts_at) - timedelta(seconds=reminder.before_seconds)
 
 
 @bp.post("/events/<int:event_id>/remind")
@@ -70,6 +82,16 @@ def _translations(blocks: list[dict]) -> dict:
     return data
 
 
+FORM_REMINDERS = 2
+
+
+def reminder_rows(form) -> list[dict]:
+    """The form's reminder rows (``reminder-<n>-before``, ``reminder-<n>-to``), blank ones kept so
+    an error stays beside the row it is about."""
+    return [{"before": form.get(f"reminder-{i}-before", "").strip(), "to": form.get(f"reminder-{i}-to", "all")}
+            for i in range(FORM_REMINDERS)]
+
+
 def form_data(form) -> tuple[dict, list[str]]:
     """The form's fields in the shape the API takes, so one validation serves both."""
     grades, bad = [], []
@@ -83,6 +105,9 @@ def form_data(form) -> tuple[dict, list[str]]:
         "location": form.get("location", ""), "starts_at": form.get("starts_at", ""),
         "ends_at": form.get("ends_at", ""), "priority": form.get("priority", "normal"),
         "rsvp": form.get("rsvp") == "on",
+        "send_at": form.get("send_at", ""),
+        "reminder_rows": reminder_rows(form),
+        "reminders": [{"before": row["before"], "to": row["to"]} for row in reminder_rows(form) if row["before"]],
         "translations": _translations(translation_blocks(form)),
         "translation_blocks": translation_blocks(form),
         "audience": {"roles": form.getlist("roles"), "grades": grades, "classes": form.getlist("classes"),
@@ -104,7 +129,7 @@ def new():
         try:
             checked = parse_event(values)
         except EventError as exc:
-            errors = dict(exc.fields)
+            errors = _form_keys(dict(exc.fields), values["reminder_rows"])
         if bad_grades:
             errors["grades"] = _unknown_grades(bad_grades)
         if not errors:
@@ -115,6 +140,67 @@ def new():
     status = 422 if errors else 200
     return render_template("events/new.html", values=values, errors=errors, choices=audience_choices(),
                            reach=_reach(values["audience"]), languages=LANGUAGES), status
+
+
+def _form_keys(errors: dict, rows: list[dict]) -> dict:
+    """The API's ``reminders.<n>`` counts only the reminders chosen; the form's rows include blank
+    ones: put each error beside its own row."""
+    filled = [index for index, row in enumerate(rows) if row["before"]]
+    moved = {}
+    for key, message in errors.items():
+        parts = key.split(".")
+        if parts[0] == "reminders" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) < len(filled):
+            parts[1] = str(filled[int(parts[1])])
+        moved[".".join(parts)] = message
+    return moved
+
+
+@bp.route("/events/<int:event_id>/edit", methods=["GET", "POST"])
+def edit(event_id: int):
+    """Change the event's text and times, telling the recipients or not."""
+    event = db.get_or_404(Event, event_id)
+    if event.original_id is not None or event.canceled_at is not None:
+        flash("This event can no longer be changed: " + ("it is canceled." if event.canceled_at
+                                                           else "it is a follow-up notice; change the event it is about."),
+              "error")
+        return redirect(url_for("events.detail", event_id=event_id))
+    values = {"title": event.title, "description": event.description, "location": event.location,
+              "starts_at": local_input(event.starts_at), "ends_at": local_input(event.ends_at), "notify": True}
+    errors = {}
+    if request.method == "POST":
+        values = {name: request.form.get(name, "") for name in CHANGEABLE}
+        values["notify"] = request.form.get("notify") == "on"
+        try:
+            fields, notify = parse_changes(values)
+            result = change_event(event_id, fields, notify, current_user, enqueue_fanout)
+        except EventError as exc:
+            errors = exc.fields
+        else:
+            if not result.changes:
+                flash("Nothing changed.")
+            elif result.notice is not None:
+                flash("Saved. An update notice is on its way to everyone it was sent to.")
+            else:
+                flash("Saved. " + (result.note or "The recipients were not told; the pages and the calendar "
+                                                  "file show the new details."))
+            return redirect(url_for("events.detail", event_id=event_id))
+    return render_template("events/edit.html", event=event, values=values, errors=errors), 422 if errors else 200
+
+
+@bp.post("/events/<int:event_id>/cancel")
+def cancel(event_id: int):
+    db.get_or_404(Event, event_id)
+    if request.form.get("confirm") != "on":
+        flash("Tick 'Yes, cancel this event' to cancel it.", "error")
+        return redirect(url_for("events.detail", event_id=event_id))
+    try:
+        result = cancel_event(event_id, request.form.get("notify") == "on", current_user, enqueue_fanout)
+    except EventError as exc:
+        flash("Cannot cancel: " + "; ".join(exc.fields.values()), "error")
+        return redirect(url_for("events.detail", event_id=event_id))
+    flash("The event is canceled." + (" A cancellation notice is on its way to everyone it was sent to."
+                                      if result.notice is not None else " " + (result.note or "The recipients were not told.")))
+    return redirect(url_for("events.detail", event_id=event_id))
 
 
 @bp.get("/events/translation")

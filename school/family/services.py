@@ -57,7 +57,7 @@ class Notice:
 
     @property
     def rsvp_open(self) -> bool:
-        return self.event.rsvp and utcnow() < aware(self.event.starts_at)
+        return self.event.rsvp and not self.event.canceled_at and utcnow() < aware(self.event.starts_at)
 
 
 def notice(token: str) -> Notice:
@@ -109,6 +109,8 @@ def answer_rsvp(found: Notice, answer: str) -> None:
     if answer not in RSVP_ANSWERS:
         raise ValueError(gettext("Choose yes, no or maybe."))
     if not found.rsvp_open:
+        if found.event.canceled_at:
+            raise RsvpClosed(gettext("This event is canceled."))
         raise RsvpClosed(gettext("Answers are closed: the event has started.") if found.event.rsvp
                          else gettext("This event asks for no answer."))
     previous = found.recipient.rsvp

@@ -84,8 +84,8 @@ def _resume(job_id: int, allowed: tuple[str, ...], enqueue_batch) -> Notificatio
 
 
 def cancel(job_id: int) -> NotificationJob:
-    """Cancel what is not yet sent; messages already on the wire finish."""
-    job = _transition(job_id, JOB_OPEN, status=JobStatus.CANCELED, finished_at=utcnow())
+    """Cancel what is not yet sent (a scheduled job before it starts); messages already on the wire finish."""
+    job = _transition(job_id, (*JOB_OPEN, JobStatus.SCHEDULED), status=JobStatus.CANCELED, finished_at=utcnow())
     waiting_batches = select(NotificationBatch.id).where(NotificationBatch.job_id == job_id,
                                                          NotificationBatch.status == BatchStatus.QUEUED)
     db.session.execute(update(Notification).where(

@@ -245,7 +245,10 @@ class BatchRun:
         if job.status in HALTED:
             return self.stop(job.status)
         event = job.event
+        original = event.original  # a follow-up's calendar part is the event it is about
         db.session.expunge(event)
+        if original is not None:
+            db.session.expunge(original)
         todo = deque(self.recipients())
         db.session.commit()
         letter = Letter(event, self.job_id)

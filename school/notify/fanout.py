@@ -20,7 +20,7 @@ from ..i18n import resolve
 from ..roster.audience import Audience, Recipient, count, recipients
 from . import leases, ratelimit
 from .completion import finish_if_complete
-from .models import (JOB_OPEN, BatchStatus, JobStatus, Notification, NotificationBatch, NotificationJob,
+from .models import (CHANGE_WHO, JOB_OPEN, BatchStatus, JobStatus, Notification, NotificationBatch, NotificationJob,
                      RecipientAddress, RecipientStatus, search_text)
 
 log = logging.getLogger(__name__)
@@ -137,13 +137,19 @@ def _note_addresses(rows: list[dict]) -> None:
 
 
 def _follow_up(job_id: int, who: str) -> Iterator[Recipient]:
-    """A reminder's recipients: the rows of the job it follows up, all or those who have not acknowledged."""
+    """A follow-up's recipients, from the rows of the job it follows up: all of them, those who have
+    not acknowledged, those who answered yes, or (an update or cancellation) those it was sent to."""
     stmt = select(Notification.email, Notification.name, Notification.roles, Notification.children,
                   Notification.language).where(
         Notification.job_id == job_id, Notification.status.not_in((RecipientStatus.OPTED_OUT, RecipientStatus.SUPPRESSED))
     ).order_by(Notification.email)
     if who == "not_acknowledged":
         stmt = stmt.where(Notification.acknowledged_at.is_(None))
+    elif who == "rsvp_yes":
+        stmt = stmt.where(Notification.rsvp == "yes")
+    elif who == CHANGE_WHO:
+        # A row being sent when the event changed may have carried the old details: it hears too.
+        stmt = stmt.where(Notification.status.in_((RecipientStatus.SENT, RecipientStatus.SENDING)))
     with db.engine.connect() as conn:
         conn = conn.execution_options(stream_results=True, yield_per=ROWS_PER_COMMIT, sqlite_readonly=True)
         for email, name, roles, children, language in conn.execute(stmt):

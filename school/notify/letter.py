@@ -2,6 +2,7 @@
 import binascii
 import functools
 import secrets
+from datetime import datetime
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
 
@@ -11,10 +12,10 @@ from flask_mail import Message
 from markupsafe import escape
 
 from ..bounces.verp import addresser
-from ..events.calendar import ics
+from ..events.calendar import ics, method
 from ..events.translations import EventText
 from ..family.tokens import signer
-from ..i18n import bcp47, direction, period, resolve
+from ..i18n import bcp47, direction, moment, period, resolve
 from .transport import Outgoing, ascii_domain, one_line
 
 
@@ -83,6 +84,28 @@ def _fill(shape: tuple[str, str], name: str, children: list[str], link: str) -> 
     return text, html
 
 
+def _when(value: str, locale: str) -> str:
+    return moment(datetime.fromisoformat(value), locale)
+
+
+def changes_read(changes: dict | None, locale: str) -> list[tuple[str, str, str]]:
+    """What an update notice says changed, as (what, before, now) in the reader's language (call
+    it under ``force_locale``): times as the reader writes them, an empty field as "(none)"."""
+    labels = {"title": gettext("Title"), "starts_at": gettext("Starts"), "ends_at": gettext("Ends"),
+              "location": gettext("Where"), "description": gettext("Details")}
+    lines = []
+    for name in ("title", "starts_at", "ends_at", "location", "description"):
+        if name not in (changes or {}):
+            continue
+        before, after = changes[name]
+        if name in ("starts_at", "ends_at"):
+            before, after = _when(before, locale), _when(after, locale)
+        elif name == "description":  # too long for a line: the new text is the email's own
+            before, after = gettext("the earlier text"), gettext("the text below")
+        lines.append((labels[name], before or gettext("(none)"), after or gettext("(none)")))
+    return lines
+
+
 class Version:
     """What every recipient who reads one language shares: the event in that language (staff's
     translation, or the original with a line saying so), its dates, subject, headers and calendar
@@ -99,7 +122,13 @@ class Version:
             urgent = letter.event.priority == "urgent"
             title = one_line(self.event.title)
             self.subject = gettext("Urgent: %(title)s", title=title) if urgent else title
-        self.calendar = ics(self.event, letter.domain, note=self.notice_line)
+            self.changes = changes_read(letter.event.changes, locale)
+            # A follow-up's calendar part is the event it is about as it stands now (same UID, its
+            # SEQUENCE, CANCEL once canceled), so a calendar moves or removes the one entry it has.
+            about = EventText(letter.event.original, locale) if letter.event.original_id else self.event
+            about_note = about.notice_line()
+        self.method = method(about)
+        self.calendar = ics(about, letter.domain, note=about_note)
         self.headers = (
             letter.from_header
             + f"Subject: {_header_text(self.subject)}\r\n"
@@ -171,6 +200,7 @@ class Letter:
 
     def _context(self, version: Version, name: str, children: list[str], link: str) -> dict:
         return {"event": version.event, "notice_line": version.notice_line, "when": version.when,
+                "changes": version.changes, "canceled": bool(self.event.canceled_at),
                 "lang": version.lang, "dir": version.dir, "name": name, "children": children, "link": link}
 
     def _render(self, version: Version, context: dict) -> tuple[str, str]:
@@ -211,7 +241,7 @@ class Letter:
         text, html = self.bodies(recipient)
         version = self.version(recipient)
         parts = [_part("text/plain", text), _part("text/html", html),
-                 _part("text/calendar; method=PUBLISH", version.calendar.decode("utf-8"))]
+                 _part(f"text/calendar; method={version.method}", version.calendar.decode("utf-8"))]
         boundary = "=_" + secrets.token_hex(16)
         while any(boundary.encode() in part for part in parts):
             boundary = "=_" + secrets.token_hex(16)
@@ -241,7 +271,7 @@ class Letter:
             extra_headers={"Auto-Submitted": "auto-generated", "Content-Language": version.lang,
                            **self._list_headers(recipient)},
         )
-        message.attach("event.ics", "text/calendar; method=PUBLISH", version.calendar)
+        message.attach("event.ics", f"text/calendar; method={version.method}", version.calendar)
         message.msgId = self.message_id(recipient)
         return message
 

@@ -27,6 +27,10 @@ class JobStatus(StrEnum):
     HELD = "held"  # the mail server refuses us (quota, policy): nobody fails, it resumes by itself
 
 
+# Why a scheduled job waits, when not for a time staff chose (``waiting_for``).
+WAIT_QUIET = "quiet hours"
+WAIT_PREVIOUS = "earlier change"
+
 JOB_LIVE = (JobStatus.QUEUED, JobStatus.RUNNING)  # may still send
 JOB_OPEN = (*JOB_LIVE, JobStatus.PAUSED, JobStatus.HELD)  # not yet ended
 JOB_ENDED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELED)
@@ -99,8 +103,9 @@ class NotificationJob(db.Model):
     # that bounced back later (school.bounces).
     suppressed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     bounced: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    # A reminder: sent to the rows of that job (``follow_up_who``: "not_acknowledged" or "all"), not
-    # to the event's audience; what its families do on their page counts on that first job.
+    # A follow-up (a reminder, an update, a cancellation): sent to the rows of that job that
+    # ``follow_up_who`` names (see ``FOLLOW_UP_WHO``), not to the event's audience; what its families
+    # do on their page counts on that first job.
     follow_up_of_id: Mapped[int | None] = mapped_column(ForeignKey("notification_jobs.id", ondelete="SET NULL"))
     follow_up_who: Mapped[str | None] = mapped_column(String(20))
 
@@ -108,7 +113,11 @@ class NotificationJob(db.Model):
     batches: Mapped[list["NotificationBatch"]] = relationship(back_populates="job", cascade="all, delete-orphan")
 
 
-REMIND_WHO = ("not_acknowledged", "all")
+# Whom a reminder reaches among the first notice's recipients.
+REMIND_WHO = ("not_acknowledged", "all", "rsvp_yes")
+# ... and an update or cancellation: everyone the first notice was sent (or was being sent) to.
+CHANGE_WHO = "sent"
+FOLLOW_UP_WHO = (*REMIND_WHO, CHANGE_WHO)
 
 
 class NotificationBatch(db.Model):

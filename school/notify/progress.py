@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from ..extensions import cache, db
 from ..timeutil import aware, utcnow
 from . import ratelimit
-from .models import JOB_ENDED, JobStatus, Notification, NotificationBatch, NotificationJob, RecipientStatus
+from .models import JOB_ENDED, WAIT_PREVIOUS, JobStatus, Notification, NotificationBatch, NotificationJob, RecipientStatus
 
 FAILED_SHOWN = 50
 
@@ -47,6 +47,9 @@ class Progress:
     # Addresses left out because they bounced before (every notice), and sent ones that bounced since.
     suppressed: int = 0
     bounced: int = 0
+    # A scheduled job: when it may start, and why it waits when not for a time staff chose
+    # (``waiting_for``: "quiet hours", "earlier change").
+    send_at: datetime | None = None
 
     @property
     def ended(self) -> bool:
@@ -63,16 +66,30 @@ class Progress:
         """What staff read beside the status when the job is not simply sending."""
         if self.status == JobStatus.HELD:
             return "held: the mail server refuses us"
+        if self.status == JobStatus.SCHEDULED:
+            if self.waiting_for == WAIT_PREVIOUS:
+                return "waits for the earlier change notice to finish"
+            if self.waiting_for:
+                return f"waits for the end of the {self.waiting_for}"
+            return "scheduled"
         if self.waiting_for and not self.ended:
             return f"waiting for the {self.waiting_for}"
         return None
 
+    @property
+    def starts_in_s(self) -> float | None:
+        """Seconds until a scheduled job may start (0 once due); None for any other job."""
+        if self.status != JobStatus.SCHEDULED or self.send_at is None:
+            return None
+        return round(max((self.send_at - utcnow()).total_seconds(), 0.0), 1)
+
     def to_json(self) -> dict:
         data = asdict(self)
-        for key in ("started_at", "finished_at", "resumes_at", "waiting_since"):
+        for key in ("started_at", "finished_at", "resumes_at", "waiting_since", "send_at"):
             data[key] = data[key].isoformat() if data[key] else None
         data.pop("fanout_done")
         data["situation"] = self.situation
+        data["starts_in_s"] = self.starts_in_s
         return data
 
 
@@ -103,7 +120,8 @@ def progress(job: NotificationJob) -> Progress:
                     pace=ratelimit.for_config(current_app.config).pace() if running else None,
                     opted_out=job.opted_out, acknowledged=job.acknowledged,
                     rsvp={"yes": job.rsvp_yes, "no": job.rsvp_no, "maybe": job.rsvp_maybe},
-                    suppressed=job.suppressed, bounced=job.bounced)
+                    suppressed=job.suppressed, bounced=job.bounced,
+                    send_at=aware(job.send_at) if job.status == JobStatus.SCHEDULED else None)
 
 
 def _rate(job_id: int, sent: int, elapsed: float | None) -> float:

@@ -2,13 +2,15 @@
 rules to the domain modules, handing them the enqueue functions defined here."""
 import logging
 import threading
+import time
 
 from huey import crontab
 from huey.signals import SIGNAL_INTERRUPTED
 
 from ..extensions import db
 from ..queue import app_context, get_app, huey
-from . import delivery, fanout as fanout_module, recovery, retention, worker
+from ..events import followups
+from . import delivery, fanout as fanout_module, recovery, retention, schedule, worker
 from .models import JobStatus, NotificationBatch, NotificationJob
 from .outbox import requeue
 
@@ -55,6 +57,7 @@ def _offer_again(batch_id: int) -> None:
 def sweep() -> None:
     with app_context():
         sweep_now()
+        release_due_now()
 
 
 @huey.periodic_task(crontab(minute="17", hour="3"))
@@ -81,14 +84,30 @@ def start_sweeper() -> None:
     thread.start()
 
 
+def release_due_now() -> int:
+    """Scheduled work whose time has come: jobs past their ``send_at``, reminders that are due."""
+    return schedule.release_due(enqueue_fanout) + followups.create_due_reminders(enqueue_fanout)
+
+
 def _sweep_forever(interval: float) -> None:
+    """The full sweep every ``interval`` seconds; between sweeps, every SCHEDULE_POLL_INTERVAL,
+    the scheduled work that is due (two indexed queries when nothing is)."""
+    poll = get_app().config["SCHEDULE_POLL_INTERVAL"]
+    next_sweep = 0.0
     while not worker.stopping.is_set():
+        if time.monotonic() >= next_sweep:
+            try:
+                with app_context():
+                    sweep_now()
+            except Exception:
+                log.warning("sweep failed; trying again in %.0f s", interval, exc_info=True)
+            next_sweep = time.monotonic() + interval
         try:
             with app_context():
-                sweep_now()
+                release_due_now()
         except Exception:
-            log.warning("sweep failed; trying again in %.0f s", interval, exc_info=True)
-        worker.stopping.wait(interval)
+            log.warning("releasing scheduled work failed; trying again in %.1f s", poll, exc_info=True)
+        worker.stopping.wait(poll)
 
 
 @huey.signal(SIGNAL_INTERRUPTED)

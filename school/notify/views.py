@@ -9,7 +9,8 @@ from ..auth.decorators import admin_required
 from ..extensions import db
 from ..routing import page_arg
 from ..timeutil import aware, utcnow
-from . import controls, recipients
+from ..events.services import parse_datetime
+from . import controls, recipients, schedule
 from .models import NotificationJob
 from .progress import failed_recipients, progress
 from .tasks import enqueue_batch
@@ -108,6 +109,23 @@ def control(job_id: int, action: str):
                                failed=failed_recipients(job_id) if p.failed else [])
         return _progress_response(html, poll)
     flash(message)
+    return redirect(url_for("jobs.detail", job_id=job_id))
+
+
+@bp.post("/<int:job_id>/reschedule")
+@admin_required
+def reschedule(job_id: int):
+    """Move a scheduled job to another time (the form's school time; empty: now)."""
+    _job_or_404(job_id)
+    raw = request.form.get("send_at", "").strip()
+    try:
+        schedule.reschedule(job_id, parse_datetime(raw)[0] if raw else None)
+    except schedule.ScheduleError as exc:
+        flash("Cannot reschedule: " + "; ".join(exc.fields.values()), "error")
+    except ValueError as exc:
+        flash(f"Cannot reschedule: {exc}.", "error")
+    else:
+        flash("Rescheduled." if raw else "It goes out now.")
     return redirect(url_for("jobs.detail", job_id=job_id))
 
 
