@@ -1,7 +1,8 @@
 """Filters the templates share."""
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask import Flask
+from babel.dates import format_timedelta
 from flask_babel import get_locale
 
 from . import i18n
@@ -29,6 +30,11 @@ def duration(seconds: float | None) -> str:
     if minutes:
         return f"{minutes} min {secs:02d} s"
     return f"{secs} s"
+
+
+def ahead(seconds: int) -> str:
+    """How long before something, in words: "1 hour", "2 days", "1 week"."""
+    return format_timedelta(timedelta(seconds=seconds), threshold=1, locale=_locale())
 
 
 def audience_text(audience: dict) -> str:
@@ -61,3 +67,4 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(number)
     app.add_template_filter(duration)
     app.add_template_filter(local_input)
+    app.add_template_filter(ahead)

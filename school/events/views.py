@@ -19,6 +19,8 @@ from .services import EventError, create_event, events_page, parse_event
 bp = Blueprint("events", __name__)
 
 TIME_LABELS = {"starts_at": "Starts", "ends_at": "Ends"}
+REMINDER_TO = {"all": "everyone it was sent to", "not_acknowledged": "those who have not acknowledged",
+               "rsvp_yes": "those who answered yes"}
 
 
 @bp.before_request
@@ -40,7 +42,7 @@ def detail(event_id: int):
     follow_ups = db.session.scalars(select(Event).where(Event.original_id == event.id).order_by(Event.id)).all()
     return render_template("events/detail.html", event=event, languages=LANGUAGES, unreached=unreached,
                            follow_ups=follow_ups, by_job={f.job.id: f for f in follow_ups if f.job},
-                           reminder_due=reminder_due)
+                           reminder_due=reminder_due, reminder_to=REMINDER_TO)
 
 
 def reminder_due(event: Event, reminder) -> datetime:

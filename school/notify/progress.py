@@ -71,7 +71,7 @@ class Progress:
                 return "waits for the earlier change notice to finish"
             if self.waiting_for:
                 return f"waits for the end of the {self.waiting_for}"
-            return "scheduled"
+            return None  # the status says it all; the page and the API give the time
         if self.waiting_for and not self.ended:
             return f"waiting for the {self.waiting_for}"
         return None
