@@ -122,10 +122,11 @@ class Version:
             urgent = letter.event.priority == "urgent"
             title = one_line(self.event.title)
             self.subject = gettext("Urgent: %(title)s", title=title) if urgent else title
-            self.changes = changes_read(letter.event.changes, locale)
+            self.changes = changes_read(getattr(letter.event, "changes", None), locale)
             # A follow-up's calendar part is the event it is about as it stands now (same UID, its
             # SEQUENCE, CANCEL once canceled), so a calendar moves or removes the one entry it has.
-            about = EventText(letter.event.original, locale) if letter.event.original_id else self.event
+            original = getattr(letter.event, "original", None) if getattr(letter.event, "original_id", None) else None
+            about = EventText(original, locale) if original is not None else self.event
             about_note = about.notice_line()
         self.method = method(about)
         self.calendar = ics(about, letter.domain, note=about_note)
@@ -200,7 +201,7 @@ class Letter:
 
     def _context(self, version: Version, name: str, children: list[str], link: str) -> dict:
         return {"event": version.event, "notice_line": version.notice_line, "when": version.when,
-                "changes": version.changes, "canceled": bool(self.event.canceled_at),
+                "changes": version.changes, "canceled": bool(getattr(self.event, "canceled_at", None)),
                 "lang": version.lang, "dir": version.dir, "name": name, "children": children, "link": link}
 
     def _render(self, version: Version, context: dict) -> tuple[str, str]:
