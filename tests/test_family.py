@@ -166,6 +166,9 @@ def test_a_family_reads_answers_and_unsubscribes_from_its_email(make_school, smt
     assert response.status_code == 202, response.get_data(as_text=True)
     reminded = school.wait_job_done(response.get_json()["job_id"], 60)
     reminders = notices_of(smtp_server, "Reminder: Sports day")
+    # ... each in its reader's language: the family that chose French reads "Rappel".
+    assert set(notices_of(smtp_server, "Rappel : Sports day")) == {cy}
+    reminders[cy] = notices_of(smtp_server, "Rappel : Sports day")[cy]
     assert set(reminders) == set(got) - {ada} and reminded["sent"] == len(got) - 1
     assert post_form(family, personal_path(reminders[ben]), personal_path(reminders[ben]) + "/ack").status_code == 302
     assert school.api("GET", f"/api/events/{first['event_id']}").get_json()["acknowledged"] == 2

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from flask_babel import force_locale, gettext
+from flask_babel import force_locale
 from sqlalchemy import select
 
 from ..caching.versions import EVENTS, changed
@@ -32,6 +32,7 @@ from ..notify.schedule import WAIT_PREVIOUS, plan, start, waiting_change_notice
 from ..timeutil import aware
 from .models import Event, EventReminder
 from .services import LIMITS, EventError, parse_datetime, text_field
+from .translations import canceled_title, changed_title, reminder_title
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +43,6 @@ TIMES = ("starts_at", "ends_at")
 def _prefixed(message, title: str, locale: str) -> str:
     with force_locale(locale):
         return message(title)[:LIMITS["title"]]
-
-
-def _reminder_title(title: str) -> str:
-    return gettext("Reminder: %(title)s", title=title)
-
-
-def _changed_title(title: str) -> str:
-    return gettext("Changed: %(title)s", title=title)
-
-
-def _canceled_title(title: str) -> str:
-    return gettext("Canceled: %(title)s", title=title)
 
 
 def _follow_up(event: Event, first: NotificationJob, titled, who: str, user, now, **fields) -> Event:
@@ -89,7 +78,7 @@ def create_reminder(event: Event, who, user, enqueue_fanout) -> Event:
     first = event.job
     if first is None or first.purged_at is not None or not first.fanout_done:
         raise EventError({"event": "Its notice has not been sent yet, or its recipients are no longer kept."})
-    reminder = _follow_up(event, first, _reminder_title, who, user, db_now())
+    reminder = _follow_up(event, first, reminder_title, who, user, db_now())
     db.session.commit()
     changed(EVENTS)
     start(reminder.job, enqueue_fanout)
@@ -117,7 +106,7 @@ def create_due_reminders(enqueue_fanout) -> int:
                 or not first.fanout_done or first.purged_at is not None):
             db.session.rollback()  # taken meanwhile, or the first notice is not written yet: later
             continue
-        follow = _follow_up(event, first, _reminder_title, reminder.to, event.created_by, now)
+        follow = _follow_up(event, first, reminder_title, reminder.to, event.created_by, now)
         db.session.flush()
         reminder.job_id = follow.job.id
         db.session.commit()
@@ -221,7 +210,7 @@ def _change(event: Event, fields: dict, notify: bool, user) -> Change:
     event.updated_at = now
     notice, note = None, None
     if notify:
-        notice, note = _notice_of_change(event, first, _changed_title, user, now, changes=changes)
+        notice, note = _notice_of_change(event, first, changed_title, user, now, changes=changes)
     return Change(event, changes, notice, note, event.sequence)
 
 
@@ -280,7 +269,7 @@ def cancel_event(event_id: int, notify: bool, user, enqueue_fanout) -> Change:
     notice, note = None, None
     if notify:
         notice, note = _notice_of_change(event, db.session.get(NotificationJob, first.id) if first else None,
-                                         _canceled_title, user, now, canceled_at=now)
+                                         canceled_title, user, now, canceled_at=now)
         db.session.commit()
     changed(EVENTS)
     if notice is not None:

@@ -6,7 +6,7 @@ original's), and a reader of any other language gets the original with one line 
 language it was written in.
 """
 from flask import current_app
-from flask_babel import gettext
+from flask_babel import force_locale, gettext
 
 from ..i18n import LANGUAGES, language_name, supported
 from ..text import storable
@@ -69,6 +69,40 @@ def parse_translations(value, original: str) -> tuple[dict[str, dict[str, str]],
     return (clean if not errors else {}), errors
 
 
+def reminder_title(title: str) -> str:
+    return gettext("Reminder: %(title)s", title=title)
+
+
+def changed_title(title: str) -> str:
+    return gettext("Changed: %(title)s", title=title)
+
+
+def canceled_title(title: str) -> str:
+    return gettext("Canceled: %(title)s", title=title)
+
+
+def follow_up_titler(event):
+    """How a follow-up's title says what it is (in the current locale): a cancellation, an update
+    or a reminder."""
+    if getattr(event, "canceled_at", None):
+        return canceled_title
+    return changed_title if getattr(event, "changes", None) else reminder_title
+
+
+def _follow_up_title(event, locale: str, original: str) -> str:
+    """A follow-up's title for a reader of ``locale`` without a translation of it: its subject in
+    the reader's language ("Recordatorio: ...") around the event's own title. The stored title
+    says it in the school's language; a title that does not read so is left as it is."""
+    titler = follow_up_titler(event)
+    with force_locale(original):
+        before, _, after = titler("\x00").partition("\x00")
+    title = event.title
+    if not (title.startswith(before) and title.endswith(after)) or len(title) < len(before) + len(after):
+        return title
+    with force_locale(locale):
+        return titler(title[len(before):len(title) - len(after)])
+
+
 class EventText:
     """The event as a reader of ``locale`` sees it: its translation when staff wrote one, else the
     original, with ``written_in`` (the original language's name in the reader's language) set."""
@@ -79,6 +113,8 @@ class EventText:
         translation = (getattr(event, "translations", None) or {}).get(locale) if locale != original else None
         self.translated = translation is not None
         self.title = (translation or {}).get("title") or event.title
+        if translation is None and locale != original and getattr(event, "original_id", None):
+            self.title = _follow_up_title(event, locale, original)
         self.description = (translation or {}).get("description") or event.description
         self.location = (translation or {}).get("location") or event.location
         self.written_in = None if locale == original or self.translated else language_name(original, locale)

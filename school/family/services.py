@@ -134,7 +134,8 @@ def other_notices(found: Notice) -> list[dict]:
     """The same address's other notices of the last HISTORY_DAYS days, newest first, with their links."""
     since = utcnow() - timedelta(days=HISTORY_DAYS)
     rows = db.session.execute(
-        select(Notification.id, Notification.job_id, Event.title, Event.translations, Event.starts_at)
+        select(Notification.id, Notification.job_id, Event.title, Event.translations, Event.starts_at,
+               Event.original_id, Event.changes, Event.canceled_at)
         .join(NotificationJob, NotificationJob.id == Notification.job_id)
         .join(Event, Event.id == NotificationJob.event_id)
         .where(Notification.email == found.recipient.email, Notification.id != found.recipient.id,
@@ -142,5 +143,6 @@ def other_notices(found: Notice) -> list[dict]:
                NotificationJob.created_at >= since)
         .order_by(NotificationJob.created_at.desc(), Notification.id.desc()).limit(HISTORY_SHOWN)).all()
     return [{"title": title, "starts_at": starts_at, "token": notice_token(job_id, notification_id),
-             "event": SimpleNamespace(title=title, description="", location="", translations=translations)}
-            for notification_id, job_id, title, translations, starts_at in rows]
+             "event": SimpleNamespace(title=title, description="", location="", translations=translations,
+                                      original_id=original_id, changes=changes, canceled_at=canceled_at)}
+            for notification_id, job_id, title, translations, starts_at, original_id, changes, canceled_at in rows]
