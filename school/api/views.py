@@ -1,6 +1,4 @@
 """The JSON API: bearer tokens only, strict types, ``{"error": ...}`` on every refusal."""
-from datetime import timedelta
-
 from flask import Blueprint, abort, g, jsonify, make_response, request, url_for
 from sqlalchemy import select
 
@@ -34,14 +32,9 @@ def _job_json(job: NotificationJob) -> dict:
 @bp.post("/events")
 @token_required()
 def create():
-    if not request.is_json:
-        return _error("send a JSON object with Content-Type: application/json", 415)
-    try:
-        data = request.get_json(silent=True)
-    except RecursionError:  # e.g. "[" * 100_000: the parser gives up before the body ends
-        return _error("the JSON is nested too deeply", 400)
-    if data is None:
-        return _error("the body is not valid JSON", 400)
+    data, refusal = _json_body(object_only=False)  # parse_event names a body that is not an object
+    if refusal:
+        return refusal
     try:
         checked = parse_event(data)
     except EventError as exc:
@@ -65,15 +58,17 @@ def _event_or_404(event_id: int) -> Event:
     return found
 
 
-def _json_body():
-    """The request's JSON object, or a refusal to return."""
+def _json_body(object_only: bool = True):
+    """The request's JSON (an object unless ``object_only`` is false), or a refusal to return."""
     if not request.is_json:
         return None, _error("send a JSON object with Content-Type: application/json", 415)
     try:
         data = request.get_json(silent=True)
-    except RecursionError:
+    except RecursionError:  # e.g. "[" * 100_000: the parser gives up before the body ends
         return None, _error("the JSON is nested too deeply", 400)
-    if not isinstance(data, dict):
+    if data is None:
+        return None, _error("the body is not valid JSON", 400)
+    if object_only and not isinstance(data, dict):
         return None, _error("the body is not a JSON object", 400)
     return data, None
 
@@ -91,7 +86,7 @@ def _event_json(found: Event) -> dict:
             "canceled": found.canceled_at is not None, "original_id": found.original_id,
             "changes": found.changes or {},
             "reminders": [{"before": r.before, "to": r.to,
-                           "due_at": _moment(aware(found.starts_at) - timedelta(seconds=r.before_seconds)),
+                           "due_at": _moment(r.due_at),
                            "job_id": r.job_id} for r in found.reminders]}
 
 

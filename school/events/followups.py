@@ -30,8 +30,8 @@ from ..notify.leases import db_now
 from ..notify.models import CHANGE_WHO, JOB_ENDED, REMIND_WHO, JobStatus, NotificationJob
 from ..notify.schedule import WAIT_PREVIOUS, plan, start, waiting_change_notice
 from ..timeutil import aware
-from .models import Event, EventReminder
-from .services import LIMITS, EventError, parse_datetime, text_field
+from .models import Event, EventReminder, reminder_due
+from .services import LIMITS, EventError, parse_datetime, sentence, text_field
 from .translations import canceled_title, changed_title, reminder_title
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,6 @@ def _follow_up(event: Event, first: NotificationJob, titled, who: str, user, now
     plan(job, event.urgent, None, now)
     db.session.add_all([follow, job])
     return follow
-
-
-def _first_job(event: Event) -> NotificationJob | None:
-    return event.job if event.original_id is None else None
 
 
 def create_reminder(event: Event, who, user, enqueue_fanout) -> Event:
@@ -97,7 +93,7 @@ def create_due_reminders(enqueue_fanout) -> int:
     db.session.commit()
     made = 0
     for reminder_id, before, starts_at in rows:
-        if aware(starts_at) - timedelta(seconds=before) > now:
+        if reminder_due(starts_at, before) > now:
             continue
         reminder = db.session.get(EventReminder, reminder_id, with_for_update=True, populate_existing=True)
         event = reminder.event if reminder is not None else None
@@ -156,23 +152,28 @@ def parse_changes(data) -> tuple[dict, bool]:
             try:
                 fields[name], _note = parse_datetime(data.get(name))
             except ValueError as exc:
-                message = str(exc)
-                errors[name] = message[:1].upper() + message[1:] + "."
+                errors[name] = sentence(str(exc))
     if errors:
         raise EventError(errors)
     return fields, notify
+
+
+def _locked_event(event_id: int) -> Event:
+    """The event, its row locked until the transaction ends (PostgreSQL; SQLite's writers take
+    turns anyway), read afresh: of two changes at once the later one reads what the first wrote."""
+    event = db.session.execute(select(Event).where(Event.id == event_id).with_for_update()
+                               .execution_options(populate_existing=True)).scalar_one_or_none()
+    if event is None:
+        raise LookupError(event_id)
+    return event
 
 
 def change_event(event_id: int, fields: dict, notify: bool, user, enqueue_fanout) -> Change:
     """Change the event's fields; with ``notify``, an update notice to everyone its first notice
     was sent to. ``LookupError``, or ``EventError`` for a change that cannot be.
 
-    The event's row is locked while it changes, so of two changes at once the later one reads what
-    the first wrote: each says what it changed, and their notices go out in order."""
-    event = db.session.execute(select(Event).where(Event.id == event_id).with_for_update()
-                               .execution_options(populate_existing=True)).scalar_one_or_none()
-    if event is None:
-        raise LookupError(event_id)
+    Each of two changes at once says what it changed, and their notices go out in order."""
+    event = _locked_event(event_id)
     try:
         result = _change(event, fields, notify, user)
     except EventError:
@@ -230,28 +231,29 @@ def _notice_of_change(event: Event, first: NotificationJob | None, titled, user,
     return notice, None
 
 
+def _check_cancel(event: Event, first: NotificationJob | None, notify) -> None:
+    if not isinstance(notify, bool):
+        raise EventError({"notify": "must be true or false"})
+    if event.canceled_at is not None:
+        raise EventError({"event": "This event is canceled already."})
+    if event.original_id is not None:
+        raise EventError({"event": "This is a follow-up notice: cancel the event it is about."})
+    if notify and first is not None and first.purged_at is not None:
+        raise EventError({"notify": "This notice's recipients are no longer kept (RETENTION_DAYS): cancel it "
+                                    "without telling them."})
+
+
 def cancel_event(event_id: int, notify: bool, user, enqueue_fanout) -> Change:
     """Cancel the event: everything of it not yet sent is canceled; with ``notify``, a
     cancellation notice (its calendar part METHOD:CANCEL) to everyone it was sent to."""
-    event = db.session.execute(select(Event).where(Event.id == event_id).with_for_update()
-                               .execution_options(populate_existing=True)).scalar_one_or_none()
-    if event is None:
-        raise LookupError(event_id)
-    if not isinstance(notify, bool):
-        db.session.rollback()
-        raise EventError({"notify": "must be true or false"})
-    if event.canceled_at is not None:
-        db.session.rollback()
-        raise EventError({"event": "This event is canceled already."})
-    if event.original_id is not None:
-        db.session.rollback()
-        raise EventError({"event": "This is a follow-up notice: cancel the event it is about."})
-    now = db_now()
+    event = _locked_event(event_id)
     first = event.job
-    if notify and first is not None and first.purged_at is not None:
+    try:
+        _check_cancel(event, first, notify)
+    except EventError:
         db.session.rollback()
-        raise EventError({"notify": "This notice's recipients are no longer kept (RETENTION_DAYS): cancel it "
-                                    "without telling them."})
+        raise
+    now = db_now()
     event.canceled_at, event.updated_at = now, now
     event.sequence += 1
     sequence = event.sequence

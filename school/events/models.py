@@ -7,7 +7,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..auth.models import User
 from ..extensions import db
-from ..timeutil import utcnow
+from ..timeutil import aware, utcnow
 
 PRIORITIES = ("normal", "urgent")
 
@@ -54,6 +54,11 @@ class Event(db.Model):
 REMINDER_TO = ("all", "not_acknowledged", "rsvp_yes")
 
 
+def reminder_due(starts_at: datetime, before_seconds: int) -> datetime:
+    """When a reminder ``before_seconds`` before an event starting at ``starts_at`` is due (UTC)."""
+    return aware(starts_at) - timedelta(seconds=before_seconds)
+
+
 class EventReminder(db.Model):
     """A reminder the event asks for: ``before_seconds`` before it starts, to the original notice's
     recipients that match ``to``. It becomes its own follow-up event and job when it is due
@@ -70,6 +75,10 @@ class EventReminder(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     event: Mapped[Event] = relationship(back_populates="reminders")
+
+    @property
+    def due_at(self) -> datetime:
+        return reminder_due(self.event.starts_at, self.before_seconds)
 
     @property
     def before(self) -> str:

@@ -103,6 +103,12 @@ def parse_datetime(value) -> tuple[datetime, str | None]:
     return moment, note
 
 
+def sentence(message: str) -> str:
+    """An error message as a field shows it: a capital first (not ``.capitalize()``, which would
+    lower-case an example's "T") and a full stop."""
+    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
+
+
 def text_field(data: dict, name: str, errors: dict, required: bool = False) -> str:
     value = data.get(name, "")
     if value is None:
@@ -142,8 +148,7 @@ def parse_event(data: dict) -> EventInput:
         try:
             times[name], note = parse_datetime(data.get(name))
         except ValueError as exc:
-            message = str(exc)  # not .capitalize(): it would lower-case the example's "T"
-            errors[name] = message[:1].upper() + message[1:] + "."
+            errors[name] = sentence(str(exc))
             continue
         if note:
             notes[name] = note
@@ -187,8 +192,7 @@ def parse_event(data: dict) -> EventInput:
             if "ends_at" in times:
                 send_at = check_send_at(send_at, times["ends_at"], now)
         except ValueError as exc:
-            message = exc.fields["send_at"] if isinstance(exc, ScheduleError) else str(exc)
-            errors["send_at"] = message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
+            errors["send_at"] = sentence(exc.fields["send_at"] if isinstance(exc, ScheduleError) else str(exc))
     reminders = parse_reminders(data.get("reminders"), times.get("starts_at"), send_at or now, now, errors)
     if errors:
         raise EventError(errors)

@@ -1,5 +1,3 @@
-from datetime import datetime, timedelta
-
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
@@ -11,7 +9,7 @@ from ..roster import office
 from ..roster.audience import AudienceError, validate as validate_audience
 from ..roster.services import audience_choices, cached_count
 from ..routing import page_arg
-from ..timeutil import aware, local_input
+from ..timeutil import local_input
 from .models import Event
 from .followups import CHANGEABLE, cancel_event, change_event, create_reminder, parse_changes
 from .services import EventError, create_event, events_page, parse_event
@@ -42,11 +40,7 @@ def detail(event_id: int):
     follow_ups = db.session.scalars(select(Event).where(Event.original_id == event.id).order_by(Event.id)).all()
     return render_template("events/detail.html", event=event, languages=LANGUAGES, unreached=unreached,
                            follow_ups=follow_ups, by_job={f.job.id: f for f in follow_ups if f.job},
-                           reminder_due=reminder_due, reminder_to=REMINDER_TO)
-
-
-def reminder_due(event: Event, reminder) -> datetime:
-    return aware(event.starts_at) - timedelta(seconds=reminder.before_seconds)
+                           reminder_to=REMINDER_TO)
 
 
 @bp.post("/events/<int:event_id>/remind")
@@ -102,14 +96,15 @@ def form_data(form) -> tuple[dict, list[str]]:
             grades.append(int(raw))
         except ValueError:
             bad.append(raw)
+    rows = reminder_rows(form)
     data = {
         "title": form.get("title", ""), "description": form.get("description", ""),
         "location": form.get("location", ""), "starts_at": form.get("starts_at", ""),
         "ends_at": form.get("ends_at", ""), "priority": form.get("priority", "normal"),
         "rsvp": form.get("rsvp") == "on",
         "send_at": form.get("send_at", ""),
-        "reminder_rows": reminder_rows(form),
-        "reminders": [{"before": row["before"], "to": row["to"]} for row in reminder_rows(form) if row["before"]],
+        "reminder_rows": rows,
+        "reminders": [row for row in rows if row["before"]],
         "translations": _translations(translation_blocks(form)),
         "translation_blocks": translation_blocks(form),
         "audience": {"roles": form.getlist("roles"), "grades": grades, "classes": form.getlist("classes"),
